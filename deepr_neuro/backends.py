@@ -68,3 +68,29 @@ def get_backend(name: str) -> Backend:
         raise BackendError(
             f"unknown backend {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]()
+
+
+def _emulator() -> Backend:
+    from deepr_neuro.emulator import EmulatorBackend
+    return EmulatorBackend()
+
+
+def _lava() -> Backend:
+    from deepr_neuro.lava_backend import LavaBackend
+    return LavaBackend()
+
+
+def _brian2() -> Backend:
+    from deepr_neuro.brian2_backend import Brian2Backend
+    return Brian2Backend(mode="integer")
+
+
+def _brian2_float() -> Backend:
+    from deepr_neuro.brian2_backend import Brian2Backend
+    return Brian2Backend(mode="float")
+
+
+register("emulator", _emulator)
+register("lava", _lava)
+register("brian2", _brian2)
+register("brian2-float", _brian2_float)
