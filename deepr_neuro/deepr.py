@@ -1,0 +1,172 @@
+"""The DEEP R parameter update: optimiser step, L1, noise, then rewiring (pure NumPy).
+
+One :class:`DeepR` holds every layer's connections and optimiser moments and
+applies, per training step (DESIGN.md section 3):
+
+    theta <- theta - lr * update(grad) - lr * alpha + lr * sigma * N(0, 1)
+
+on active connections (soft-DEEP R: noise on every theta, then clip at
+theta_min), followed by the method's rewiring. ``update`` is the plain
+gradient (SGD) or Adam's; Adam moments live per slot and are zeroed when a
+slot is given a new connection, so momentum cannot revive a dormant one.
+
+No Lava or Brian2 import here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from deepr_neuro.rewiring import (CoreSpec, LayerConnections, init_layer, rewire_deepr,
+                                  rewire_global, soft_update_active)
+from deepr_neuro.sparse_mlp import SparseLayer
+
+METHODS = ("deepr", "soft-deepr", "global-deepr")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class DeepRConfig:
+    method: str = "deepr"
+    optimizer: str = "sgd"
+    alpha: float = 1e-5  # L1 strength on active thetas
+    noise: float = 1e-5  # sigma: noise is lr * sigma * N(0,1); temperature T = lr * sigma^2 / 2
+    theta_min: Optional[float] = None  # soft-DEEP R clip; None = reference rule of thumb
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} (got {self.method!r})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
+
+
+def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -> float:
+    """Reference code's rule of thumb: -(1 - p) / (p * beta), beta = alpha / T, T = lr sigma^2 / 2."""
+    if noise <= 0 or alpha <= 0:
+        return -1e-4
+    temperature = lr * noise ** 2 / 2
+    beta = alpha / temperature
+    p = min(max(connectivity, 1e-6), 1 - 1e-6)
+    return -(1 - p) / (p * beta)
+
+
+class DeepR:
+    """All layers' connection state plus the optimiser; ``step`` applies one update."""
+
+    def __init__(self, rng: np.random.Generator, layer_shapes: Sequence[tuple],
+                 layer_cores: Sequence[Sequence[CoreSpec]], config: DeepRConfig, lr: float = 0.0):
+        self.config = config
+        self.rng = rng
+        self.t = 0  # Adam step counter
+        self.layers: List[LayerConnections] = []
+        for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
+            tmin = None
+            if config.method == "soft-deepr":
+                tmin = config.theta_min
+                if tmin is None:
+                    k = sum(c.budget for c in cores)
+                    tmin = soft_theta_min(k / (n_in * n_out), config.alpha, config.noise, lr)
+            self.layers.append(init_layer(rng, n_in, n_out, cores, soft_theta_min=tmin))
+        self.theta_min = [self._theta_min_of(i, lr) for i in range(len(self.layers))]
+        self.initial_budgets = [np.array([c.budget for c in cores], dtype=np.int64) for cores in layer_cores]
+        self.moments: List[Dict[str, np.ndarray]] = [self._zero_moments(layer) for layer in self.layers]
+
+    def _theta_min_of(self, i: int, lr: float) -> float:
+        if self.config.method != "soft-deepr":
+            return 0.0
+        if self.config.theta_min is not None:
+            return float(self.config.theta_min)
+        layer = self.layers[i]
+        k = sum(c.budget for c in layer.cores)
+        return soft_theta_min(k / (layer.n_in * layer.n_out), self.config.alpha, self.config.noise, lr)
+
+    def _zero_moments(self, layer: LayerConnections) -> Dict[str, np.ndarray]:
+        if self.config.optimizer != "adam":
+            return {}
+        shape = layer.theta_dense.shape if layer.theta_dense is not None else layer.theta.shape
+        return {"m": np.zeros(shape), "v": np.zeros(shape)}
+
+    # ------------------------------------------------------------------
+    def sparse_layers(self) -> List[SparseLayer]:
+        return [SparseLayer(layer.n_in, layer.n_out, layer.rows, layer.cols, layer.weights())
+                for layer in self.layers]
+
+    def _update(self, i: int, g_theta: np.ndarray, index=None) -> np.ndarray:
+        """Optimiser direction for the given theta gradient (Adam or plain)."""
+        if self.config.optimizer == "sgd":
+            return g_theta
+        c = self.config
+        mom = self.moments[i]
+        m = mom["m"] if index is None else mom["m"][index]
+        v = mom["v"] if index is None else mom["v"][index]
+        m = c.adam_beta1 * m + (1 - c.adam_beta1) * g_theta
+        v = c.adam_beta2 * v + (1 - c.adam_beta2) * g_theta * g_theta
+        if index is None:
+            mom["m"], mom["v"] = m, v
+        else:
+            mom["m"][index], mom["v"][index] = m, v
+        mhat = m / (1 - c.adam_beta1 ** self.t)
+        vhat = v / (1 - c.adam_beta2 ** self.t)
+        return mhat / (np.sqrt(vhat) + c.adam_eps)
+
+    def step(self, grads_w: Sequence[np.ndarray], lr: float) -> List[int]:
+        """Apply one update given dL/dw per slot; returns connections rewired per layer."""
+        c = self.config
+        self.t += 1
+        replaced = [0] * len(self.layers)
+        for i, (layer, gw) in enumerate(zip(self.layers, grads_w)):
+            g_theta = gw * layer.slot_sign  # dL/dtheta = s * dL/dw on active connections
+            if c.method == "soft-deepr":
+                dense = layer.theta_dense
+                idx = (layer.rows, layer.cols)
+                dense[idx] -= lr * (self._update(i, g_theta, idx) + c.alpha)
+                dense += lr * c.noise * self.rng.standard_normal(dense.shape)
+                np.maximum(dense, self.theta_min[i], out=dense)
+                if self.moments[i]:
+                    dormant = dense <= 0
+                    self.moments[i]["m"][dormant] = 0.0
+                    self.moments[i]["v"][dormant] = 0.0
+                replaced[i] = soft_update_active(self.rng, layer)
+                continue
+            layer.theta -= lr * (self._update(i, g_theta) + c.alpha)
+            if c.noise:
+                layer.theta += lr * c.noise * self.rng.standard_normal(layer.theta.shape)
+            if c.method == "deepr":
+                replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
+        if c.method == "global-deepr":
+            before = [int((layer.theta <= 0).sum()) for layer in self.layers]
+            rewire_global(self.rng, self.layers, self.initial_budgets,
+                          states=self.moments if self.config.optimizer == "adam" else None)
+            replaced = before
+        return replaced
+
+    # ------------------------------------------------------------------
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        """Everything needed to continue training exactly (for checkpoints)."""
+        out: Dict[str, np.ndarray] = {"adam_t": np.array(self.t)}
+        for i, layer in enumerate(self.layers):
+            out[f"l{i}_signs"] = layer.signs
+            out[f"l{i}_slot_rows"] = layer.rows
+            out[f"l{i}_slot_cols"] = layer.cols
+            out[f"l{i}_slot_theta"] = layer.theta
+            if layer.theta_dense is not None:
+                out[f"l{i}_theta_dense"] = layer.theta_dense
+            for name, arr in self.moments[i].items():
+                out[f"l{i}_adam_{name}"] = arr
+        return out
+
+    def load_state_arrays(self, arrays) -> None:
+        self.t = int(arrays["adam_t"])
+        for i, layer in enumerate(self.layers):
+            layer.signs = np.array(arrays[f"l{i}_signs"], dtype=np.int8)
+            if f"l{i}_theta_dense" in arrays:
+                layer.theta_dense = np.array(arrays[f"l{i}_theta_dense"], dtype=np.float64)
+            layer.set_slots(np.array(arrays[f"l{i}_slot_rows"]), np.array(arrays[f"l{i}_slot_cols"]),
+                            np.array(arrays[f"l{i}_slot_theta"]))
+            for name in list(self.moments[i]):
+                self.moments[i][name] = np.array(arrays[f"l{i}_adam_{name}"], dtype=np.float64)

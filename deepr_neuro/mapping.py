@@ -1,0 +1,200 @@
+"""Place each layer's post-neurons on cores and give every core its budget.
+
+A core c holds a contiguous range of one layer's post-neurons. Its synapse
+budget K_c is its share of the layer's budget K_l (proportional to its neuron
+count, largest-remainder rounding so the shares add up to K_l exactly) and
+must not exceed the core's capacity; its input-axon limit A_c bounds the
+distinct presynaptic neurons it may listen to. A layer gets more cores than
+``neurons_per_core`` alone asks for when its synapses would not fit otherwise
+(a dense 784x300 layer needs several Loihi cores).
+
+The deployed network also puts its input neurons on cores (DESIGN.md
+section 5): they use cores with no synapses, listed as layer ``input``.
+
+Pure NumPy / Python: no Lava, no Brian2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from deepr_neuro.errors import BudgetError
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    """One physical core: which neurons of which layer, and its limits."""
+
+    core_id: int
+    layer: int  # weight-layer index; -1 for the input layer
+    layer_name: str
+    post_start: int
+    post_stop: int
+    budget: int  # K_c: exact active connections DEEP R keeps on this core
+    capacity: int  # synapses the core can hold at this weight format
+    axon_limit: int  # A_c: distinct presynaptic neurons allowed
+
+    @property
+    def n_neurons(self) -> int:
+        return self.post_stop - self.post_start
+
+
+@dataclass
+class LayerPlan:
+    name: str
+    n_in: int
+    n_out: int
+    budget: int  # K_l
+    cores: List[CorePlan] = field(default_factory=list)
+
+    @property
+    def core_of_post(self) -> np.ndarray:
+        """Global core id of every post-neuron (length n_out)."""
+        out = np.empty(self.n_out, dtype=np.int32)
+        for c in self.cores:
+            out[c.post_start:c.post_stop] = c.core_id
+        return out
+
+    @property
+    def core_budgets(self) -> np.ndarray:
+        return np.array([c.budget for c in self.cores], dtype=np.int64)
+
+
+@dataclass
+class NetworkPlan:
+    """The whole mapping: input cores, then each weight layer's cores."""
+
+    input_cores: List[CorePlan]
+    layers: List[LayerPlan]
+    total_cores: int  # cores the chip has
+
+    @property
+    def cores_used(self) -> int:
+        return len(self.input_cores) + sum(len(layer.cores) for layer in self.layers)
+
+    @property
+    def all_cores(self) -> List[CorePlan]:
+        return list(self.input_cores) + [c for layer in self.layers for c in layer.cores]
+
+    @property
+    def total_budget(self) -> int:
+        return int(sum(layer.budget for layer in self.layers))
+
+
+def split_evenly(total: int, parts: int) -> List[int]:
+    """``total`` split into ``parts`` integers differing by at most one."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def split_proportional(total: int, weights: Sequence[int]) -> List[int]:
+    """Largest-remainder split of ``total`` in proportion to ``weights`` (exact sum)."""
+    w = np.asarray(weights, dtype=np.float64)
+    raw = total * w / w.sum()
+    out = np.floor(raw).astype(np.int64)
+    rest = int(total - out.sum())
+    if rest:
+        order = np.argsort(-(raw - out), kind="stable")
+        out[order[:rest]] += 1
+    return [int(v) for v in out]
+
+
+def _fit_problem(plan_rows: List[str]) -> BudgetError:
+    return BudgetError("the network does not fit the hardware profile:\n" + "\n".join(plan_rows))
+
+
+def plan_network(
+    input_size: int,
+    layer_sizes: Sequence[int],
+    layer_names: Sequence[str],
+    layer_budgets: Sequence[Optional[int]],
+    *,
+    neurons_per_core: int,
+    cores: int,
+    synapse_capacity: int,
+    axon_limit: int,
+    profile_name: str = "profile",
+) -> NetworkPlan:
+    """Map a chain of layers to cores.
+
+    layer_budgets[l] is K_l, or None for "fill the budget" (every core of the
+    layer holds as many synapses as it can). Raises :class:`BudgetError` with a
+    table when the chip cannot hold the network.
+    """
+    if len(layer_sizes) != len(layer_budgets) or len(layer_sizes) != len(layer_names):
+        raise ValueError("layer_sizes, layer_names and layer_budgets must have one entry a layer")
+    problems: List[str] = []
+    next_core = 0
+    input_cores = []
+    for start, n in _ranges(input_size, max(1, -(-input_size // neurons_per_core))):
+        input_cores.append(CorePlan(next_core, -1, "input", start, start + n, 0, synapse_capacity, axon_limit))
+        next_core += 1
+    layers: List[LayerPlan] = []
+    n_in = input_size
+    for li, (n_out, name, k_l) in enumerate(zip(layer_sizes, layer_names, layer_budgets)):
+        per_neuron_max = min(n_in, axon_limit)  # a neuron can listen to at most this many pres
+        potential = n_out * n_in
+        if k_l is not None and not (0 < k_l <= potential):
+            problems.append(f"layer '{name}': budget {k_l} is outside 1..{potential} (n_in x n_out)")
+            k_l = max(1, min(int(k_l), potential))
+        n_cores = -(-n_out // neurons_per_core)
+        if k_l is not None:
+            n_cores = max(n_cores, -(-int(k_l) // max(1, synapse_capacity)))
+        n_cores = min(n_cores, n_out)
+        sizes = split_evenly(n_out, n_cores)
+        if k_l is None:
+            budgets = [min(synapse_capacity, s * per_neuron_max) for s in sizes]
+            k_l = int(sum(budgets))
+        else:
+            budgets = split_proportional(int(k_l), sizes)
+        plan = LayerPlan(name, n_in, n_out, int(k_l))
+        start = 0
+        for s, b in zip(sizes, budgets):
+            core = CorePlan(next_core, li, name, start, start + s, int(b), synapse_capacity, axon_limit)
+            if b > synapse_capacity:
+                problems.append(
+                    f"layer '{name}' core {next_core}: {b} synapses > capacity {synapse_capacity} "
+                    f"({profile_name}: synapses per core)")
+            if b > s * per_neuron_max:
+                problems.append(
+                    f"layer '{name}' core {next_core}: {b} synapses cannot be placed on {s} neurons "
+                    f"with {per_neuron_max} inputs each ({profile_name}: input_axons_per_core={axon_limit}, n_in={n_in})")
+            plan.cores.append(core)
+            next_core += 1
+            start += s
+        layers.append(plan)
+        n_in = n_out
+    result = NetworkPlan(input_cores, layers, cores)
+    if result.cores_used > cores:
+        problems.append(
+            f"needs {result.cores_used} cores > {cores} on the chip ({profile_name}: cores); "
+            "lower the connectivity, raise max_neurons_per_core, or use a larger profile")
+    if problems:
+        raise _fit_problem(problems + ["", plan_table(result)])
+    return result
+
+
+def plan_table(plan: NetworkPlan) -> str:
+    """Fixed-width table of the mapping: one row a core, with its limits."""
+    head = f"{'core':>5} {'layer':<10} {'neurons':>8} {'budget K_c':>11} {'capacity':>9} {'axon limit':>10}  fits"
+    lines = [head, "-" * len(head)]
+    for c in plan.all_cores:
+        n_in = None
+        if c.layer >= 0:
+            n_in = plan.layers[c.layer].n_in
+        placeable = c.n_neurons * min(n_in, c.axon_limit) if n_in is not None else 0
+        ok = c.budget <= c.capacity and (c.layer < 0 or c.budget <= placeable)
+        lines.append(f"{c.core_id:>5} {c.layer_name:<10} {c.n_neurons:>8} {c.budget:>11} {c.capacity:>9} "
+                     f"{c.axon_limit:>10}  {'yes' if ok else 'NO'}")
+    lines.append(f"cores used: {plan.cores_used} of {plan.total_cores}"
+                 + ("" if plan.cores_used <= plan.total_cores else "  NO"))
+    return "\n".join(lines)
+
+
+def _ranges(total: int, parts: int):
+    start = 0
+    for n in split_evenly(total, parts):
+        yield start, n
+        start += n

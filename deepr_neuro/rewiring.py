@@ -1,0 +1,329 @@
+"""DEEP R connection state and rewiring, with per-core budgets (pure NumPy).
+
+Each potential connection (post j, pre i) of a layer has a fixed random sign
+s_ji and a parameter theta_ji; it is *active* when theta > 0 and then has the
+weight w = s * theta. Following the authors' reference code
+(guillaumeBellec/deep_rewiring):
+
+* DEEP R keeps exactly K active connections. After every parameter update,
+  connections whose theta went <= 0 become dormant and as many dormant ones are
+  activated uniformly at random, at theta = 1e-12.
+* soft-DEEP R puts noise on every theta (dormant ones too), L1 on active ones,
+  clips theta at theta_min and makes no promise of an exact count.
+* the global-budget variant keeps the network's total K exact, the refill being
+  split over layers by a categorical draw weighted by the initial budgets.
+
+This project's extension: the post-neurons are mapped to cores. The refill
+for a core draws only dormant connections into neurons on that core, and,
+when the core already listens to its input-axon limit of presynaptic neurons,
+only from those. So DEEP R keeps exactly K_c active connections on every core
+after every step, and never more than A_c distinct presynaptic neurons.
+
+Active connections are stored as *slots*: arrays rows/cols/theta of length
+K (DEEP R replaces dead slots in place, so per-core counts cannot drift).
+Dormant thetas are not stored (DEEP R never reads them: a revived connection
+starts at 1e-12). soft-DEEP R needs every theta and keeps a dense matrix.
+
+No Lava or Brian2 import here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REVIVE_THETA = 1e-12
+
+
+@dataclass
+class CoreSpec:
+    """What the rewiring needs to know about one core of a layer."""
+
+    start: int  # first post-neuron (layer-local index)
+    stop: int
+    budget: int  # K_c (initial / exact budget)
+    capacity: int  # hard limit on active connections
+    axon_limit: int  # A_c
+
+
+class LayerConnections:
+    """Active connections of one weight layer, as slots, plus the fixed signs."""
+
+    def __init__(self, n_in: int, n_out: int, cores: Sequence[CoreSpec], signs: np.ndarray,
+                 rows: np.ndarray, cols: np.ndarray, theta: np.ndarray,
+                 theta_dense: Optional[np.ndarray] = None):
+        self.n_in = int(n_in)
+        self.n_out = int(n_out)
+        self.cores = list(cores)
+        self.signs = signs.astype(np.int8, copy=False)  # (n_out, n_in), fixed
+        self.local_core_of_post = np.empty(self.n_out, dtype=np.int32)
+        for ci, c in enumerate(self.cores):
+            self.local_core_of_post[c.start:c.stop] = ci
+        self.theta_dense = theta_dense  # soft-DEEP R only
+        self.set_slots(rows, cols, theta)
+
+    # -- slot bookkeeping -------------------------------------------------
+    def set_slots(self, rows: np.ndarray, cols: np.ndarray, theta: np.ndarray) -> None:
+        self.rows = np.asarray(rows, dtype=np.int32)
+        self.cols = np.asarray(cols, dtype=np.int32)
+        self.theta = np.asarray(theta, dtype=np.float64)
+        self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
+
+    @property
+    def n_active(self) -> int:
+        return int(np.count_nonzero(self.theta > 0))
+
+    def weights(self) -> np.ndarray:
+        """Weight of every slot (0 where theta <= 0)."""
+        return self.slot_sign * np.maximum(self.theta, 0.0)
+
+    def core_counts(self) -> np.ndarray:
+        """Active connections per core (local core order)."""
+        active = self.theta > 0
+        return np.bincount(self.local_core_of_post[self.rows[active]], minlength=len(self.cores))
+
+    def core_axons(self) -> np.ndarray:
+        """Distinct presynaptic neurons per core among active connections."""
+        active = self.theta > 0
+        core = self.local_core_of_post[self.rows[active]].astype(np.int64)
+        pairs = np.unique(core * self.n_in + self.cols[active])
+        return np.bincount(pairs // self.n_in, minlength=len(self.cores))
+
+    def sorted_arrays(self):
+        """(rows, cols, weight) of active connections, sorted by (row, col)."""
+        active = self.theta > 0
+        r, c, w = self.rows[active], self.cols[active], self.weights()[active]
+        order = np.lexsort((c, r))
+        return r[order].astype(np.int32), c[order].astype(np.int32), w[order]
+
+    def keys(self) -> np.ndarray:
+        return self.rows.astype(np.int64) * self.n_in + self.cols
+
+
+def random_signs(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
+    return np.where(rng.random((n_out, n_in)) < 0.5, -1, 1).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------
+# Sampling dormant connections on one core
+# ---------------------------------------------------------------------------
+
+def sample_dormant(rng: np.random.Generator, n_in: int, core: CoreSpec,
+                   active_keys: np.ndarray, need: int) -> np.ndarray:
+    """Draw ``need`` distinct dormant keys (post * n_in + pre) for one core.
+
+    Uniform over the dormant connections into the core's neurons while the
+    core listens to fewer than A_c presynaptic neurons; once it is at its
+    axon limit, uniform over dormant connections from the presynaptic
+    neurons it already listens to. ``active_keys`` are the core's active keys
+    (not including the ones being replaced).
+    """
+    if need <= 0:
+        return np.empty(0, dtype=np.int64)
+    active_keys = np.sort(np.asarray(active_keys, dtype=np.int64))
+    pre_used = np.unique(active_keys % n_in)
+    if n_in <= core.axon_limit or len(pre_used) + need <= core.axon_limit:
+        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None)
+    # Axon limit may bind: draw one at a time so the pre set never exceeds A_c.
+    out = np.empty(need, dtype=np.int64)
+    used = set(int(p) for p in pre_used)
+    keys = active_keys
+    for i in range(need):
+        allowed = None if len(used) < core.axon_limit else np.fromiter(sorted(used), dtype=np.int64)
+        k = _sample_free(rng, n_in, core, keys, 1, allowed_pre=allowed)[0]
+        out[i] = k
+        used.add(int(k % n_in))
+        keys = np.insert(keys, np.searchsorted(keys, k), k)
+    return out
+
+
+def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre):
+    """Uniform draw of ``need`` distinct keys outside ``active_sorted``."""
+    n_post = core.stop - core.start
+    pres = np.arange(n_in, dtype=np.int64) if allowed_pre is None else np.asarray(allowed_pre, np.int64)
+    space = n_post * len(pres)
+    n_dormant = space - len(active_sorted) if allowed_pre is None else None
+    if allowed_pre is None and n_dormant >= 4 * need and len(active_sorted) <= 0.5 * space:
+        # Rejection sampling: cheap when most of the space is dormant.
+        chosen = np.empty(0, dtype=np.int64)
+        while len(chosen) < need:
+            m = 2 * (need - len(chosen)) + 8
+            cand = (core.start + rng.integers(0, n_post, m)).astype(np.int64) * n_in + rng.integers(0, n_in, m)
+            _, first = np.unique(cand, return_index=True)
+            cand = cand[np.sort(first)]  # distinct, in draw order
+            pos = np.searchsorted(active_sorted, cand)
+            pos = np.minimum(pos, max(len(active_sorted) - 1, 0))
+            taken = (active_sorted[pos] == cand) if len(active_sorted) else np.zeros(len(cand), bool)
+            cand = cand[~taken]
+            cand = cand[~np.isin(cand, chosen)]
+            chosen = np.concatenate([chosen, cand[:need - len(chosen)]])
+        return chosen
+    # Enumerate the dormant set explicitly (dense core or restricted pres).
+    posts = np.arange(core.start, core.stop, dtype=np.int64)
+    allk = (posts[:, None] * n_in + pres[None, :]).ravel()
+    dormant = allk[~np.isin(allk, active_sorted)]
+    if len(dormant) < need:
+        raise RuntimeError(f"core has {len(dormant)} dormant connections, {need} needed")
+    return rng.choice(dormant, size=need, replace=False)
+
+
+# ---------------------------------------------------------------------------
+# Initialisation
+# ---------------------------------------------------------------------------
+
+def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CoreSpec],
+               soft_theta_min: Optional[float] = None) -> LayerConnections:
+    """K_c random active connections on every core, theta = |N(0,1)| / sqrt(n_in).
+
+    With ``soft_theta_min`` (soft-DEEP R) every dormant theta is stored too,
+    drawn uniformly in [theta_min, 0) as in the reference code.
+    """
+    signs = random_signs(rng, n_out, n_in)
+    rows, cols = [], []
+    for core in cores:
+        keys = sample_dormant(rng, n_in, core, np.empty(0, np.int64), core.budget)
+        rows.append(keys // n_in)
+        cols.append(keys % n_in)
+    rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
+    cols = np.concatenate(cols) if cols else np.empty(0, np.int64)
+    theta = np.abs(rng.standard_normal(len(rows))) / np.sqrt(n_in)
+    dense = None
+    if soft_theta_min is not None:
+        dense = rng.random((n_out, n_in)) * float(soft_theta_min)
+        dense[rows, cols] = theta
+    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, theta_dense=dense)
+
+
+# ---------------------------------------------------------------------------
+# Rewiring
+# ---------------------------------------------------------------------------
+
+def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
+                 reset: Optional[List[np.ndarray]] = None) -> int:
+    """Replace every dead slot (theta <= 0) by a random dormant connection on the same core.
+
+    Returns the number of connections replaced. Arrays in ``reset`` (optimizer
+    moments, one value per slot) are zeroed at replaced slots, so momentum
+    cannot carry over to (or revive) a different connection.
+    """
+    dead = np.flatnonzero(layer.theta <= 0)
+    if len(dead) == 0:
+        return 0
+    keys = layer.keys()
+    slot_core = layer.local_core_of_post[layer.rows]
+    dead_core = slot_core[dead]
+    alive = np.ones(len(keys), dtype=bool)
+    alive[dead] = False
+    for ci in np.unique(dead_core):
+        slots = dead[dead_core == ci]
+        core_alive = keys[alive & (slot_core == ci)]
+        new = sample_dormant(rng, layer.n_in, layer.cores[ci], core_alive, len(slots))
+        layer.rows[slots] = new // layer.n_in
+        layer.cols[slots] = new % layer.n_in
+    layer.theta[dead] = REVIVE_THETA
+    layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
+    for arr in reset or ():
+        arr[dead] = 0.0
+    return int(len(dead))
+
+
+def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
+                  initial_budgets: Sequence[np.ndarray],
+                  states: Optional[Sequence[Dict[str, np.ndarray]]] = None) -> int:
+    """Global-budget DEEP R: the network's total stays exact, cores stay <= capacity.
+
+    Dead slots are dropped; the refill count is split over all cores of all
+    layers by a categorical draw weighted by each core's initial budget,
+    redrawn where a core is full.
+    """
+    n_dead = 0
+    for li, layer in enumerate(layers):
+        keep = layer.theta > 0
+        n_dead += int((~keep).sum())
+        if not keep.all():
+            layer.set_slots(layer.rows[keep], layer.cols[keep], layer.theta[keep])
+            if states is not None:
+                for name, arr in states[li].items():
+                    states[li][name] = arr[keep]
+    if n_dead == 0:
+        return 0
+    weights = np.concatenate([np.asarray(b, dtype=np.float64) for b in initial_budgets])
+    counts = np.concatenate([layer.core_counts() for layer in layers])
+    caps = np.concatenate([[min(c.capacity, (c.stop - c.start) * min(layer.n_in, c.axon_limit))
+                            for c in layer.cores] for layer in layers]).astype(np.int64)
+    room = caps - counts
+    add = np.zeros(len(weights), dtype=np.int64)
+    left = n_dead
+    while left > 0:
+        p = np.where(room - add > 0, weights, 0.0)
+        if p.sum() <= 0:
+            raise RuntimeError("global DEEP R: no core has room for the refill")
+        draw = rng.multinomial(left, p / p.sum())
+        draw = np.minimum(draw, room - add)
+        add += draw
+        left -= int(draw.sum())
+    offset = 0
+    for li, layer in enumerate(layers):
+        n_c = len(layer.cores)
+        layer_add = add[offset:offset + n_c]
+        offset += n_c
+        if layer_add.sum() == 0:
+            continue
+        keys = layer.keys()
+        slot_core = layer.local_core_of_post[layer.rows]
+        new_keys = [sample_dormant(rng, layer.n_in, layer.cores[ci], keys[slot_core == ci], int(a))
+                    for ci, a in enumerate(layer_add) if a > 0]
+        new = np.concatenate(new_keys)
+        layer.set_slots(np.concatenate([layer.rows, new // layer.n_in]),
+                        np.concatenate([layer.cols, new % layer.n_in]),
+                        np.concatenate([layer.theta, np.full(len(new), REVIVE_THETA)]))
+        if states is not None:
+            for name, arr in states[li].items():
+                states[li][name] = np.concatenate([arr, np.zeros(len(new))])
+    return n_dead
+
+
+def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int:
+    """soft-DEEP R: rebuild slots from the dense theta, enforcing core capacity and axon limits.
+
+    Connections that crossed above zero this step are refused (theta set to
+    just below zero) in random order where they would push a core over its
+    capacity or its input-axon limit. Returns the number of new connections.
+    """
+    dense = layer.theta_dense
+    before = np.zeros(dense.shape, dtype=bool)
+    before[layer.rows, layer.cols] = True
+    now = dense > 0
+    newly = now & ~before
+    for ci, core in enumerate(layer.cores):
+        blk_now = now[core.start:core.stop]
+        blk_new = newly[core.start:core.stop]
+        if not blk_new.any():
+            continue
+        excess = int(blk_now.sum()) - core.capacity
+        new_idx = np.argwhere(blk_new)
+        order = rng.permutation(len(new_idx))
+        drop = set()
+        if excess > 0:
+            drop.update(order[:excess].tolist())
+        # axon limit: distinct pres of the connections we keep
+        kept_old = blk_now & ~blk_new
+        pres = set(np.flatnonzero(kept_old.any(axis=0)).tolist())
+        for j in order:
+            if j in drop:
+                continue
+            pre = int(new_idx[j, 1])
+            if pre in pres:
+                continue
+            if len(pres) < core.axon_limit:
+                pres.add(pre)
+            else:
+                drop.add(j)
+        if drop:
+            d = new_idx[sorted(drop)]
+            dense[core.start + d[:, 0], d[:, 1]] = -REVIVE_THETA
+            now[core.start + d[:, 0], d[:, 1]] = False
+    r, c = np.nonzero(now)
+    layer.set_slots(r, c, dense[r, c])
+    return int((now & ~before).sum())
