@@ -1,0 +1,372 @@
+"""Brian2 backend: an independent simulator of an :class:`IntegerNetwork`.
+
+Two readings of the same network:
+
+``mode="integer"`` (backend name ``brian2``)
+    Lava's fixed-point arithmetic (``PyLifModelBitAcc`` + ``PySparseModelBitAcc``,
+    lava-nc 0.10.0) written as Brian2 abstract code on int64 state variables.
+    It must give the same spikes as Lava and the emulator, bit for bit. It is
+    written from Lava's source, not from ``brian2-loihi`` (whose weight rounding
+    differs for negative weights). Per step and neuron, in this order:
+
+    1. synaptic input: ``acc`` holds the sum of the chip weights of every
+       presynaptic neuron that spiked on the previous step (Brian2 delivers
+       spikes after thresholds, so the next step's update reads them: Lava's
+       one-step Sparse delay); ``a = acc << weight_exp`` (arithmetic right
+       shift if negative, applied to the *sum*, as Lava does), then cast to
+       int32 as Lava's int32 ``a_out`` port does;
+    2. ``u = trunc(u * (4096 - (du + 1)) / 4096)`` (Lava's ``ds_offset`` = 1;
+       sign * (|x| >> 12), i.e. rounding toward zero), then
+       ``u += a << 6`` in int32, then Lava's one-shot 24-bit wrap (above
+       2**23 it loses 2**24; at or below -2**23 it gains 2**24);
+    3. ``v = clip(trunc(v * (4096 - dv) / 4096) + u + bias, -(2**23 - 1),
+       2**23 - 1)`` (the sum in int32 as in Lava), with
+       ``bias = int16(bias_mant) << bias_exp``;
+    4. spike where ``v > vth << 6``; ``v = 0`` where spiked.
+
+    Chip weights are the network's integers after Lava's per-layer sign mode
+    (from the weight matrix, implicit zeros included), 8-bit clip (mixed
+    [-256, 255], excitatory [0, 255], inhibitory [-255, 0]) and truncation to
+    ``num_weight_bits`` (``(w >> n) << n``, n = 8 - bits + mixed; inhibitory
+    weights are truncated in magnitude), see :func:`chip_weights`.
+
+``mode="float"`` (backend name ``brian2-float``)
+    A continuous-time, real-valued current-based LIF reading of the same
+    network, integrated exactly over dt = one chip step (closed-form
+    propagator, :func:`float_propagator`, run as Brian2 float state). It shows how far the chip's integer model is from an ideal neuron;
+    its agreement is reported, never required to be exact::
+
+        du/dt = -u / tau_u
+        dv/dt = -v / tau_v + (u + bias) / dt
+        on a presynaptic spike: u += w * 2**(6 + weight_exp)
+        spike when v > vth * 2**6, then v = 0
+
+    ``tau_u = dt * 4096 / (du + 1)`` keeps the charge one synaptic event
+    delivers to v equal to the chip's (sum over steps of the decaying u), so
+    du = 4095 (integrate-and-fire) is a tau = dt current rather than a
+    singular one; ``tau_v = -dt / ln(1 - dv / 4096)`` matches v's decay per
+    step (no leak when dv = 0). Weights are the chip weights above
+    (quantization is part of the network; this mode isolates the dynamics).
+    No wrap, no clip, no rounding.
+
+Run semantics (:mod:`deepr_neuro.integer_network`): every sample starts from
+zero state. Samples run in batches as independent copies of the network in
+one Brian2 ``Network`` (copy ``s`` of neuron ``i`` is neuron ``s * n + i``);
+each ``run`` builds fresh objects and passes an explicit namespace and
+``codeobj_class``, so no Brian2 global state (magic network, ``prefs``) is
+read or changed.
+
+Code generation: numpy by default. Brian2's Cython target declares integer
+temporaries as 32-bit C ``int``, which the int64 arithmetic above overflows;
+``codegen_target="cython"`` is accepted only for experiments and is not
+covered by the agreement tests.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from deepr_neuro.backends import Backend, SimResult
+from deepr_neuro.emulator import check_inputs, check_network  # validation only
+from deepr_neuro.errors import BackendError, ConfigError
+from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+
+MODES = ("integer", "float")
+
+_INT32_OFFSET = 2 ** 31
+_INT32_MOD = 2 ** 32
+_UV_MAX = 2 ** 23  # Lava: max_uv_val for 24-bit u and v
+
+
+# --------------------------------------------------------------------------
+# Parameter compilation (pure NumPy): what Lava does once, before step 1.
+# --------------------------------------------------------------------------
+
+def _coalesced(layer: SynapseLayer) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, weights) with duplicate (row, col) pairs summed, as scipy's
+    csr_matrix (the form Lava's Sparse holds) does; sorted by (row, col)."""
+    rows = np.asarray(layer.rows, np.int64)
+    cols = np.asarray(layer.cols, np.int64)
+    w = np.asarray(layer.weights, np.int64)
+    key = rows * max(int(layer.n_in), 1) + cols
+    uniq, inverse = np.unique(key, return_inverse=True)
+    summed = np.zeros(uniq.size, np.int64)
+    np.add.at(summed, inverse, w)
+    n_in = max(int(layer.n_in), 1)
+    return uniq // n_in, uniq % n_in, summed
+
+
+def sign_mode(weights: np.ndarray, n_in: int, n_out: int) -> str:
+    """Lava's ``determine_sign_mode`` on the layer's sparse weight matrix.
+
+    ``np.min`` / ``np.max`` of a scipy sparse matrix include the implicit
+    zeros whenever the matrix is not full, so a sparse layer whose stored
+    weights are all negative is "inhibitory", and an empty one "excitatory".
+    """
+    values = np.asarray(weights, dtype=np.int64)
+    if values.size < n_in * n_out:  # implicit zeros count
+        values = np.append(values, 0)
+    lo, hi = int(values.min()), int(values.max())
+    if lo >= 0:
+        return "excitatory"
+    if hi <= 0:
+        return "inhibitory"
+    return "mixed"
+
+
+def chip_weights(layer: SynapseLayer) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The synapses Lava's fixed-point Sparse model uses: (rows, cols, weights).
+
+    Duplicates summed (csr), then Lava's ``clip_weights(num_bits=8)`` and
+    ``truncate_weights`` with the layer's sign mode. Zero weights are kept
+    (they add nothing).
+    """
+    rows, cols, w = _coalesced(layer)
+    mode = sign_mode(w, layer.n_in, layer.n_out)
+    if mode == "inhibitory":
+        w = -w
+    mixed = int(mode == "mixed")
+    w = np.clip(w, -(2 ** 8) * mixed, 2 ** 8 - 1)
+    n = 8 - int(layer.num_weight_bits) + mixed
+    w = np.left_shift(np.right_shift(w, n), n)
+    if mode == "inhibitory":
+        w = -w
+    return rows, cols, w
+
+
+def effective_bias(bias_mant: np.ndarray, bias_exp: int) -> np.ndarray:
+    """Lava's ``scale_bias``: int16 bias_mant (as stored), promoted to int32, shifted."""
+    b = np.asarray(bias_mant).astype(np.int16).astype(np.int32)
+    e = int(bias_exp)
+    b = np.left_shift(b, e) if e >= 0 else np.right_shift(b, -e)
+    return b.astype(np.int64)
+
+
+# --------------------------------------------------------------------------
+# Brian2 model text
+# --------------------------------------------------------------------------
+
+def _wrap32(expr: str) -> str:
+    """Two's-complement int32 cast of an int64 expression (Lava's int32 arrays)."""
+    return f"((({expr}) + {_INT32_OFFSET}) % {_INT32_MOD} - {_INT32_OFFSET})"
+
+
+def _integer_update_code(p: NeuronParams, weight_exp: Optional[int]) -> str:
+    """One step of PyLifModelBitAcc (+ the Sparse output feeding it), as Brian2 code."""
+    lines = []
+    if weight_exp is None:  # input layer: no synapses
+        lines.append("a = 0")
+    else:
+        if weight_exp > 0:
+            shifted = f"acc * {2 ** weight_exp}"
+        elif weight_exp < 0:
+            shifted = f"acc // {2 ** (-weight_exp)}"  # floor == arithmetic >>
+        else:
+            shifted = "acc"
+        lines.append(f"a = {_wrap32(shifted)}")
+        lines.append("acc = 0")
+    lines += [
+        f"xu = u * {4096 - (int(p.du) + 1)}",
+        f"c = {_wrap32('sign(xu) * (abs(xu) // 4096) + a * 64')}",
+        f"u = c - {2 * _UV_MAX} * int(c > {_UV_MAX}) + {2 * _UV_MAX} * int(c <= {-_UV_MAX})",
+        f"xv = v * {4096 - int(p.dv)}",
+        f"v = clip({_wrap32('sign(xv) * (abs(xv) // 4096) + u + bias')}, "
+        f"{-_UV_MAX + 1}, {_UV_MAX - 1})",
+    ]
+    return "\n".join(lines)
+
+
+def float_propagator(p: NeuronParams) -> Dict[str, float]:
+    """Exact one-step solution of the float-mode ODEs over dt = 1 step.
+
+    With alpha = 1 / tau_u, beta = 1 / tau_v (steps^-1; beta = 0 without leak)
+    and constant bias b over the step::
+
+        u(t + 1) = Eu * u(t)
+        v(t + 1) = Ev * v(t) + Cu * u(t) + Cb * b
+
+    Eu = exp(-alpha), Ev = exp(-beta), Cb = (1 - Ev) / beta (1 when beta = 0),
+    Cu = (exp(-alpha) - exp(-beta)) / (beta - alpha) (exp(-alpha) when equal).
+    Returned as plain numbers: Brian2's symbolic ``exact`` solver cannot take
+    the no-leak case and divides by zero when tau_u == tau_v.
+    """
+    alpha = (int(p.du) + 1) / 4096.0          # 1 / tau_u, charge-matched
+    beta = 0.0 if int(p.dv) == 0 else -math.log(1.0 - int(p.dv) / 4096.0)
+    eu, ev = math.exp(-alpha), math.exp(-beta)
+    cb = 1.0 if beta == 0.0 else -math.expm1(-beta) / beta
+    if abs(beta - alpha) < 1e-12:
+        cu = math.exp(-alpha)
+    else:
+        cu = (math.exp(-alpha) - math.exp(-beta)) / (beta - alpha)
+    return {"Eu": eu, "Ev": ev, "Cu": cu, "Cb": cb}
+
+
+def _float_update_code(p: NeuronParams) -> str:
+    c = float_propagator(p)
+    return "\n".join([
+        f"v = {c['Ev']!r} * v + {c['Cu']!r} * u + {c['Cb']!r} * bias",
+        f"u = {c['Eu']!r} * u",
+    ])
+
+
+# --------------------------------------------------------------------------
+# Backend
+# --------------------------------------------------------------------------
+
+class Brian2Backend(Backend):
+    """Run an :class:`IntegerNetwork` in Brian2 (integer-exact or float reading).
+
+    Parameters
+    ----------
+    mode: "integer" (bit-exact with Lava) or "float" (continuous-time LIF).
+    batch_size: samples simulated together as independent copies in one
+        Brian2 network (memory grows linearly with it).
+    codegen_target: "numpy" (default, tested) or "cython" (experimental).
+    """
+
+    def __init__(self, mode: str = "integer", batch_size: int = 256,
+                 codegen_target: str = "numpy"):
+        if mode not in MODES:
+            raise ConfigError(
+                f"Brian2Backend.mode: must be one of {', '.join(MODES)} (got {mode!r})")
+        if int(batch_size) < 1:
+            raise ConfigError(
+                f"Brian2Backend.batch_size: must be >= 1 (got {batch_size})")
+        if codegen_target not in ("numpy", "cython"):
+            raise ConfigError(
+                "Brian2Backend.codegen_target: must be 'numpy' or 'cython' "
+                f"(got {codegen_target!r})")
+        self.mode = mode
+        self.batch_size = int(batch_size)
+        self.codegen_target = codegen_target
+        self.name = "brian2" if mode == "integer" else "brian2-float"
+
+    # ---------------------------------------------------------------- public
+    def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
+            record_spikes: bool = False) -> SimResult:
+        check_network(net)
+        bias_in = check_inputs(net, x_uint8, steps)
+        n_samples = bias_in.shape[0]
+        sizes = net.sizes
+        counts = [np.zeros((n_samples, n), np.int32) for n in sizes]
+        spikes = ([np.zeros((n_samples, steps, n), bool) for n in sizes]
+                  if record_spikes else None)
+        if n_samples == 0 or steps == 0:
+            return SimResult(counts=counts, spikes=spikes, steps=steps)
+        weights = [chip_weights(layer) for layer in net.layers]
+        for start in range(0, n_samples, self.batch_size):
+            stop = min(start + self.batch_size, n_samples)
+            c, s = self._run_batch(net, weights, bias_in[start:stop], steps,
+                                   record_spikes)
+            for layer_idx in range(len(sizes)):
+                counts[layer_idx][start:stop] = c[layer_idx]
+                if spikes is not None:
+                    spikes[layer_idx][start:stop] = s[layer_idx]
+        return SimResult(counts=counts, spikes=spikes, steps=steps)
+
+    # --------------------------------------------------------------- private
+    def _codeobj_class(self):
+        if self.codegen_target == "numpy":
+            from brian2.codegen.runtime.numpy_rt import NumpyCodeObject
+            return NumpyCodeObject
+        try:
+            from brian2.codegen.runtime.cython_rt import CythonCodeObject
+        except ImportError as exc:  # pragma: no cover - depends on install
+            raise BackendError(f"Brian2's Cython target is not available: {exc}") from exc
+        return CythonCodeObject
+
+    def _neuron_group(self, p: NeuronParams, n_total: int, bias: np.ndarray,
+                      weight_exp: Optional[int], name: str):
+        import brian2 as b2
+        cls = self._codeobj_class()
+        dt = 1.0 * b2.ms
+        if self.mode == "integer":
+            model = "u : integer\nv : integer\nacc : integer\nbias : integer (constant)"
+            group = b2.NeuronGroup(
+                n_total, model, threshold=f"v > {int(p.vth) << 6}", reset="v = 0",
+                dtype={"u": np.int64, "v": np.int64, "acc": np.int64,
+                       "bias": np.int64},
+                dt=dt, codeobj_class=cls, namespace={}, name=name + "*")
+            group.run_regularly(_integer_update_code(p, weight_exp), when="groups",
+                                codeobj_class=cls, name=group.name + "_lif_step*")
+            group.bias = bias.astype(np.int64)
+        else:
+            group = b2.NeuronGroup(
+                n_total, "u : 1\nv : 1\nbias : 1 (constant)",
+                threshold=f"v > {float(int(p.vth) * 64)!r}", reset="v = 0",
+                dt=dt, codeobj_class=cls, namespace={}, name=name + "*")
+            group.run_regularly(_float_update_code(p), when="groups",
+                                codeobj_class=cls, name=group.name + "_lif_step*")
+            group.bias = bias.astype(np.float64)
+        return group
+
+    def _run_batch(self, net: IntegerNetwork, weights: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   bias_in: np.ndarray, steps: int, record_spikes: bool):
+        import brian2 as b2
+        cls = self._codeobj_class()
+        n_batch = bias_in.shape[0]
+        sizes = net.sizes
+        params = [net.input_neurons] + [layer.neurons for layer in net.layers]
+        objects = []
+        groups = []
+        for idx, p in enumerate(params):
+            n = sizes[idx]
+            if idx == 0:
+                bias = effective_bias(bias_in.reshape(-1), p.bias_exp)
+                weight_exp = None
+            else:
+                bias = np.tile(effective_bias(p.bias_mant, p.bias_exp), n_batch)
+                weight_exp = int(net.layers[idx - 1].weight_exp)
+            group = self._neuron_group(p, n * n_batch, bias, weight_exp, f"layer{idx}")
+            groups.append(group)
+            objects.append(group)
+        for idx, layer in enumerate(net.layers):
+            rows, cols, w = weights[idx]
+            if w.size == 0:
+                continue
+            copies = np.arange(n_batch, dtype=np.int64)[:, None]
+            pre = (cols[None, :] + copies * layer.n_in).ravel()
+            post = (rows[None, :] + copies * layer.n_out).ravel()
+            if self.mode == "integer":
+                syn = b2.Synapses(groups[idx], groups[idx + 1], "w : integer (constant)",
+                                  on_pre="acc_post += w", dtype={"w": np.int64}, dt=groups[idx].clock.dt,
+                                  codeobj_class=cls, namespace={}, name=f"syn{idx}*")
+                wv = np.tile(w, n_batch)
+            else:
+                syn = b2.Synapses(groups[idx], groups[idx + 1], "w : 1 (constant)",
+                                  on_pre="u_post += w", dt=groups[idx].clock.dt, codeobj_class=cls,
+                                  namespace={}, name=f"syn{idx}*")
+                wv = np.tile(w.astype(np.float64) * 2.0 ** (6 + int(layer.weight_exp)),
+                             n_batch)
+            syn.connect(i=pre, j=post)
+            # Brian2 keeps synapses in creation order; check rather than assume.
+            if not (np.array_equal(np.asarray(syn.i[:]), pre)
+                    and np.array_equal(np.asarray(syn.j[:]), post)):
+                order = np.lexsort((post, pre))
+                got = np.lexsort((np.asarray(syn.j[:]), np.asarray(syn.i[:])))
+                perm = np.empty_like(order)
+                perm[got] = order
+                wv = wv[perm]
+            syn.w = wv
+            objects.append(syn)
+        monitors = [b2.SpikeMonitor(g, record=record_spikes, codeobj_class=cls,
+                                    name=f"spikes{idx}*")
+                    for idx, g in enumerate(groups)]
+        objects += monitors
+        network = b2.Network(*objects)
+        network.run(steps * b2.ms, namespace={}, level=0)
+        counts = []
+        trains = [] if record_spikes else None
+        for idx, mon in enumerate(monitors):
+            n = sizes[idx]
+            counts.append(np.asarray(mon.count[:], np.int64).reshape(n_batch, n)
+                          .astype(np.int32))
+            if record_spikes:
+                train = np.zeros((n_batch, steps, n), bool)
+                i = np.asarray(mon.i[:], np.int64)
+                k = np.rint(np.asarray(mon.t_[:]) / 1e-3).astype(np.int64)
+                train[i // n, k, i % n] = True
+                trains.append(train)
+        return counts, trains
