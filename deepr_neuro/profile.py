@@ -161,7 +161,8 @@ def format_validation_error(
         field = _loc_to_field(loc)
         original = ctx.get("error")
         if isinstance(original, _FieldIssue):
-            field = _loc_to_field(loc + tuple(original.field.split(".")))
+            field = _loc_to_field(loc + tuple(
+                int(x) if x.isdigit() else x for x in original.field.split(".")))
             msg = original.message
         elif typ == "extra_forbidden":
             owner = _model_at(model_cls, loc)
