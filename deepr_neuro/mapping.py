@@ -16,7 +16,7 @@ Pure NumPy / Python: no Lava, no Brian2.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def plan_network(
     *,
     neurons_per_core: int,
     cores: int,
-    synapse_capacity: int,
+    synapse_capacity: Union[int, Callable[[int, int], int]],
     axon_limit: int,
     profile_name: str = "profile",
 ) -> NetworkPlan:
@@ -126,10 +126,11 @@ def plan_network(
     if len(layer_sizes) != len(layer_budgets) or len(layer_sizes) != len(layer_names):
         raise ValueError("layer_sizes, layer_names and layer_budgets must have one entry a layer")
     problems: List[str] = []
+    capacity_of = synapse_capacity if callable(synapse_capacity) else (lambda n, n_in: synapse_capacity)
     next_core = 0
     input_cores = []
     for start, n in _ranges(input_size, max(1, -(-input_size // neurons_per_core))):
-        input_cores.append(CorePlan(next_core, -1, "input", start, start + n, 0, synapse_capacity, axon_limit))
+        input_cores.append(CorePlan(next_core, -1, "input", start, start + n, 0, 0, axon_limit))
         next_core += 1
     layers: List[LayerPlan] = []
     n_in = input_size
@@ -139,24 +140,28 @@ def plan_network(
         if k_l is not None and not (0 < k_l <= potential):
             problems.append(f"layer '{name}': budget {k_l} is outside 1..{potential} (n_in x n_out)")
             k_l = max(1, min(int(k_l), potential))
+        # Fewest cores such that neurons and every core's share of K_l fit.
         n_cores = -(-n_out // neurons_per_core)
-        if k_l is not None:
-            n_cores = max(n_cores, -(-int(k_l) // max(1, synapse_capacity)))
-        n_cores = min(n_cores, n_out)
-        sizes = split_evenly(n_out, n_cores)
+        while True:
+            sizes = split_evenly(n_out, n_cores)
+            caps = [capacity_of(s, n_in) for s in sizes]
+            if k_l is None:
+                budgets = [min(c, s * per_neuron_max) for c, s in zip(caps, sizes)]
+            else:
+                budgets = split_proportional(int(k_l), sizes)
+            if all(b <= c for b, c in zip(budgets, caps)) or n_cores >= n_out:
+                break
+            n_cores += 1
         if k_l is None:
-            budgets = [min(synapse_capacity, s * per_neuron_max) for s in sizes]
             k_l = int(sum(budgets))
-        else:
-            budgets = split_proportional(int(k_l), sizes)
         plan = LayerPlan(name, n_in, n_out, int(k_l))
         start = 0
-        for s, b in zip(sizes, budgets):
-            core = CorePlan(next_core, li, name, start, start + s, int(b), synapse_capacity, axon_limit)
-            if b > synapse_capacity:
+        for s, b, cap in zip(sizes, budgets, caps):
+            core = CorePlan(next_core, li, name, start, start + s, int(b), int(cap), axon_limit)
+            if b > cap:
                 problems.append(
-                    f"layer '{name}' core {next_core}: {b} synapses > capacity {synapse_capacity} "
-                    f"({profile_name}: synapses per core)")
+                    f"layer '{name}' core {next_core}: {b} synapses > capacity {cap} "
+                    f"({profile_name}: synapse memory / synapses_per_core)")
             if b > s * per_neuron_max:
                 problems.append(
                     f"layer '{name}' core {next_core}: {b} synapses cannot be placed on {s} neurons "

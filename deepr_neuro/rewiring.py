@@ -61,6 +61,13 @@ class LayerConnections:
         for ci, c in enumerate(self.cores):
             self.local_core_of_post[c.start:c.stop] = ci
         self.theta_dense = theta_dense  # soft-DEEP R only
+        self.core_start = np.array([c.start for c in self.cores], dtype=np.int64)
+        self.core_n_post = np.array([c.stop - c.start for c in self.cores], dtype=np.int64)
+        # Refill can be vectorised over cores when no axon limit can bind and
+        # every core is sparse enough for rejection sampling.
+        self.simple_refill = all(
+            self.n_in <= c.axon_limit and c.budget <= 0.25 * (c.stop - c.start) * self.n_in
+            for c in self.cores)
         self.set_slots(rows, cols, theta)
 
     # -- slot bookkeeping -------------------------------------------------
@@ -215,17 +222,53 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     dead_core = slot_core[dead]
     alive = np.ones(len(keys), dtype=bool)
     alive[dead] = False
-    for ci in np.unique(dead_core):
-        slots = dead[dead_core == ci]
-        core_alive = keys[alive & (slot_core == ci)]
-        new = sample_dormant(rng, layer.n_in, layer.cores[ci], core_alive, len(slots))
-        layer.rows[slots] = new // layer.n_in
-        layer.cols[slots] = new % layer.n_in
+    if layer.simple_refill:
+        new = _refill_all_cores(rng, layer, np.sort(keys[alive]), dead_core)
+        layer.rows[dead] = new // layer.n_in
+        layer.cols[dead] = new % layer.n_in
+    else:
+        for ci in np.unique(dead_core):
+            slots = dead[dead_core == ci]
+            core_alive = keys[alive & (slot_core == ci)]
+            new = sample_dormant(rng, layer.n_in, layer.cores[ci], core_alive, len(slots))
+            layer.rows[slots] = new // layer.n_in
+            layer.cols[slots] = new % layer.n_in
     layer.theta[dead] = REVIVE_THETA
     layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
     for arr in reset or ():
         arr[dead] = 0.0
     return int(len(dead))
+
+
+def _refill_all_cores(rng: np.random.Generator, layer: LayerConnections, alive_sorted: np.ndarray,
+                      dead_core: np.ndarray) -> np.ndarray:
+    """Vectorised refill of every core of a layer at once (no axon limit can bind, cores sparse).
+
+    Each dead slot draws a (post on its core, any pre) pair uniformly; draws that
+    hit an active connection or an earlier draw are redrawn. That is uniform
+    sampling without replacement from each core's dormant set, as in
+    :func:`sample_dormant`, at a fraction of the per-core cost.
+    """
+    n_in = layer.n_in
+    start = layer.core_start[dead_core]
+    n_post = layer.core_n_post[dead_core]
+    out = np.full(len(dead_core), -1, dtype=np.int64)
+    pending = np.arange(len(dead_core))
+    while len(pending):
+        cand = (start[pending] + rng.integers(0, n_post[pending])) * n_in + rng.integers(0, n_in, len(pending))
+        pos = np.searchsorted(alive_sorted, cand)
+        hit = np.zeros(len(cand), dtype=bool)
+        ok = pos < len(alive_sorted)
+        hit[ok] = alive_sorted[pos[ok]] == cand[ok]
+        _, first = np.unique(cand, return_index=True)
+        dup = np.ones(len(cand), dtype=bool)
+        dup[first] = False
+        taken = out[out >= 0]
+        reject = hit | dup | (np.isin(cand, taken) if len(taken) else False)
+        accept = pending[~reject]
+        out[accept] = cand[~reject]
+        pending = pending[reject]
+    return out
 
 
 def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],

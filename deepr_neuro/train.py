@@ -1,0 +1,319 @@
+"""Training loop: minibatches, DEEP R steps, per-epoch evaluation, checkpoints, resume.
+
+``train`` maps the model onto the profile's cores (refusing with a table
+when it does not fit), trains with DEEP R so that every core keeps its budget
+after every step, and writes the run directory:
+
+    runs/<name>/manifest.json      bundle manifest (DESIGN.md section 6)
+    runs/<name>/network.npz        active connections, per-post-neuron cores
+    runs/<name>/checkpoint.npz     full training state after the last epoch
+    runs/<name>/history.json       per-epoch loss, accuracies, rewiring counts
+
+A checkpoint holds every array and both random generators' states, so a run
+resumed with ``--resume`` ends bit-for-bit where an uninterrupted one does.
+Does not import Lava or Brian2.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from deepr_neuro import __version__
+from deepr_neuro.bundle import git_commit, save_bundle, write_json, write_npz
+from deepr_neuro.deepr import DeepR, DeepRConfig
+from deepr_neuro.errors import BundleError, ConfigError
+from deepr_neuro.mapping import NetworkPlan, plan_network
+from deepr_neuro.rewiring import CoreSpec
+from deepr_neuro.sparse_mlp import loss_and_grads, predict
+
+CHECKPOINT = "checkpoint.npz"
+HISTORY = "history.json"
+
+
+@dataclass
+class TrainSettings:
+    """Effective settings of one run (spec defaults with command-line overrides)."""
+
+    dataset: str
+    data_dir: Optional[str]
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    lr_decay: float
+    alpha: float
+    noise: float
+    method: str
+    theta_min: Optional[float]
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    val_fraction: float
+    seed: int
+    connectivity: Optional[float]
+    weight_bits: Optional[int]
+
+    @classmethod
+    def from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None) -> "TrainSettings":
+        t = spec.training
+        return cls(dataset=spec.dataset, data_dir=data_dir, epochs=t.epochs, batch_size=t.batch_size,
+                   optimizer=t.optimizer, lr=t.lr, lr_decay=t.lr_decay, alpha=t.alpha, noise=t.noise,
+                   method=t.method, theta_min=t.theta_min, adam_beta1=t.adam_beta1,
+                   adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, val_fraction=t.val_fraction,
+                   seed=t.seed, connectivity=connectivity, weight_bits=weight_bits)
+
+    def deepr_config(self) -> DeepRConfig:
+        return DeepRConfig(method=self.method, optimizer=self.optimizer, alpha=self.alpha, noise=self.noise,
+                           theta_min=self.theta_min, adam_beta1=self.adam_beta1,
+                           adam_beta2=self.adam_beta2, adam_eps=self.adam_eps)
+
+
+def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
+    """Map the model's layers onto the profile's cores with per-core budgets."""
+    from deepr_neuro.model_spec import layer_budgets
+
+    budgets = layer_budgets(spec, settings.connectivity, profile, settings.weight_bits)
+    npc = profile.neurons_per_core
+    if spec.max_neurons_per_core is not None:
+        npc = min(npc, spec.max_neurons_per_core)
+
+    def capacity(n_neurons: int, n_in: int) -> int:
+        return profile.synapse_capacity(weight_bits=settings.weight_bits, sparse=True, n_neurons=n_neurons,
+                                        n_axons=min(n_in, profile.input_axons_per_core))
+
+    return plan_network(spec.input_size, [layer.size for layer in spec.layers],
+                        [layer.name for layer in spec.layers], budgets,
+                        neurons_per_core=npc, cores=profile.cores, synapse_capacity=capacity,
+                        axon_limit=profile.input_axons_per_core,
+                        profile_name=Path(getattr(profile, "source", profile.name)).name)
+
+
+def core_specs(plan: NetworkPlan) -> List[List[CoreSpec]]:
+    return [[CoreSpec(c.post_start, c.post_stop, c.budget, c.capacity, c.axon_limit) for c in layer.cores]
+            for layer in plan.layers]
+
+
+def accuracy(x_uint8: np.ndarray, y: np.ndarray, deepr: DeepR) -> float:
+    if len(y) == 0:
+        return float("nan")
+    return float(np.mean(predict(to_float(x_uint8), deepr.sparse_layers()) == y))
+
+
+def to_float(x_uint8: np.ndarray) -> np.ndarray:
+    """The network's input: pixels 0..255 as x / 255 (data stays uint8 until a batch needs floats)."""
+    return x_uint8.astype(np.float64) * (1.0 / 255.0)
+
+
+def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
+    """The product's promise, checked after training (and after every step in tests)."""
+    for layer, lp in zip(deepr.layers, plan.layers):
+        counts = layer.core_counts()
+        axons = layer.core_axons()
+        for c, n, a in zip(lp.cores, counts, axons):
+            if method == "deepr" and n != c.budget:
+                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active != budget {c.budget}")
+            if n > c.capacity:
+                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active > capacity {c.capacity}")
+            if a > c.axon_limit:
+                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {a} axons > limit {c.axon_limit}")
+
+
+class Trainer:
+    """One run: state, one epoch at a time, checkpoints."""
+
+    def __init__(self, profile, spec, settings: TrainSettings, dataset, out_dir: Path,
+                 profile_path: Optional[str] = None, spec_path: Optional[str] = None):
+        self.profile, self.spec, self.settings, self.data = profile, spec, settings, dataset
+        self.out_dir = Path(out_dir)
+        self.profile_path, self.spec_path = profile_path, spec_path
+        self.plan = build_plan(profile, spec, settings)
+        self.init_rng = np.random.default_rng(settings.seed)
+        self.data_rng = np.random.default_rng([settings.seed, 1])
+        shapes = [(lp.n_in, lp.n_out) for lp in self.plan.layers]
+        self.deepr = DeepR(self.init_rng, shapes, core_specs(self.plan), settings.deepr_config(), lr=settings.lr)
+        self.epoch = 0
+        self.history: List[Dict[str, Any]] = []
+        self.rewired_per_step: List[List[int]] = []  # per epoch: rewired connections per step (all layers)
+
+    # -- checkpoints ------------------------------------------------------
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "settings": asdict(self.settings), "history": self.history,
+                "init_rng": self.init_rng.bit_generator.state, "data_rng": self.data_rng.bit_generator.state,
+                "dataset_sha256": self.data.sha256}
+
+    def save_checkpoint(self) -> None:
+        arrays = self.deepr.state_arrays()
+        arrays["meta_json"] = np.frombuffer(json.dumps(self.checkpoint_meta()).encode("utf-8"), dtype=np.uint8)
+        arrays["rewired_per_step"] = np.array(
+            [v for epoch in self.rewired_per_step for v in epoch], dtype=np.int32)
+        arrays["rewired_epoch_lengths"] = np.array([len(e) for e in self.rewired_per_step], dtype=np.int64)
+        write_npz(self.out_dir / CHECKPOINT, arrays)
+        write_json(self.out_dir / HISTORY, {"epochs": self.history})
+
+    def load_checkpoint(self) -> None:
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            raise BundleError(f"{path}: no checkpoint to resume from (start without --resume)")
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(bytes(arrays.pop("meta_json")).decode("utf-8"))
+        except Exception as e:
+            raise BundleError(f"{path}: damaged checkpoint ({e}); delete it to start over") from None
+        saved = meta["settings"]
+        mine = asdict(self.settings)
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if k != "epochs" and saved.get(k) != v}
+        if diff:
+            lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise ConfigError(f"{path}: --resume with different settings ({lines}); "
+                              "pass the same flags as the original run, or use a new --out")
+        if meta.get("dataset_sha256") != self.data.sha256:
+            raise ConfigError(f"{path}: the data set changed since the checkpoint (sha256 differs)")
+        self.deepr.load_state_arrays(arrays)
+        self.epoch = int(meta["epoch"])
+        self.history = list(meta["history"])
+        self.init_rng.bit_generator.state = meta["init_rng"]
+        self.data_rng.bit_generator.state = meta["data_rng"]
+        flat = arrays["rewired_per_step"].tolist()
+        self.rewired_per_step, pos = [], 0
+        for n in arrays["rewired_epoch_lengths"].tolist():
+            self.rewired_per_step.append(flat[pos:pos + n])
+            pos += n
+
+    # -- training ---------------------------------------------------------
+    def lr_at(self, epoch: int) -> float:
+        return self.settings.lr * self.settings.lr_decay ** epoch
+
+    def run_epoch(self, progress: bool = True) -> Dict[str, Any]:
+        s = self.settings
+        x, y = self.data.x_train, self.data.y_train
+        n = len(y)
+        order = self.data_rng.permutation(n)
+        lr = self.lr_at(self.epoch)
+        n_steps = -(-n // s.batch_size)
+        rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
+        per_step = np.zeros(n_steps, dtype=np.int32)
+        loss_sum = 0.0
+        t_grad = t_rewire = 0.0
+        bar = _progress(n_steps, f"epoch {self.epoch + 1}/{s.epochs}", progress)
+        t0 = time.perf_counter()
+        for i in range(n_steps):
+            idx = order[i * s.batch_size:(i + 1) * s.batch_size]
+            ta = time.perf_counter()
+            loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], self.deepr.sparse_layers())
+            tb = time.perf_counter()
+            replaced = self.deepr.step(grads, lr)
+            t_rewire += time.perf_counter() - tb
+            t_grad += tb - ta
+            rewired += replaced
+            per_step[i] = sum(replaced)
+            loss_sum += loss * len(idx)
+            if bar is not None:
+                bar.update(1)
+                if i % 200 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / ((i + 1) * s.batch_size):.3f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        self.epoch += 1
+        record = {
+            "epoch": self.epoch, "lr": lr, "train_loss": loss_sum / n,
+            "val_accuracy": accuracy(self.data.x_val, self.data.y_val, self.deepr),
+            "test_accuracy": accuracy(self.data.x_test, self.data.y_test, self.deepr),
+            "rewired": [int(v) for v in rewired], "seconds": seconds,
+            "seconds_gradient": t_grad, "seconds_update_and_rewiring": t_rewire,
+            "active": [int(layer.n_active) for layer in self.deepr.layers],
+        }
+        self.history.append(record)
+        self.rewired_per_step.append(per_step.tolist())
+        self.save_checkpoint()
+        return record
+
+    def network_arrays(self) -> Dict[str, np.ndarray]:
+        arrays: Dict[str, np.ndarray] = {}
+        for i, (layer, lp) in enumerate(zip(self.deepr.layers, self.plan.layers)):
+            r, c, w = layer.sorted_arrays()
+            arrays[f"l{i}_rows"] = r
+            arrays[f"l{i}_cols"] = c
+            arrays[f"l{i}_weight"] = w.astype(np.float32)
+            arrays[f"l{i}_core"] = lp.core_of_post
+        arrays["input_core"] = np.concatenate(
+            [np.full(c.n_neurons, c.core_id, dtype=np.int32) for c in self.plan.input_cores])
+        return arrays
+
+    def manifest(self) -> Dict[str, Any]:
+        from deepr_neuro.model_spec import model_spec_to_dict
+        from deepr_neuro.profile import profile_to_dict
+
+        last = self.history[-1] if self.history else {}
+        return {
+            "profile": profile_to_dict(self.profile),
+            "profile_path": self.profile_path,
+            "model": model_spec_to_dict(self.spec),
+            "model_path": self.spec_path,
+            "layers": [{"name": lp.name, "n_in": lp.n_in, "n_out": lp.n_out, "budget": lp.budget,
+                        "cores": [{"core": c.core_id, "post_start": c.post_start, "post_stop": c.post_stop,
+                                   "budget": c.budget, "capacity": c.capacity, "axon_limit": c.axon_limit}
+                                  for c in lp.cores]}
+                       for lp in self.plan.layers],
+            "input_cores": [{"core": c.core_id, "post_start": c.post_start, "post_stop": c.post_stop}
+                            for c in self.plan.input_cores],
+            "training": {**asdict(self.settings), "epochs_done": self.epoch},
+            "seed": self.settings.seed,
+            "package_version": __version__,
+            "git_commit": git_commit(),
+            "dataset": self.data.info(),
+            "metrics": {
+                "val_accuracy": last.get("val_accuracy"),
+                "test_accuracy": last.get("test_accuracy"),
+                "train_loss": last.get("train_loss"),
+                "connections": int(sum(layer.n_active for layer in self.deepr.layers)),
+                "potential_connections": int(sum(lp.n_in * lp.n_out for lp in self.plan.layers)),
+                "seconds_per_epoch": (float(np.mean([h["seconds"] for h in self.history]))
+                                      if self.history else None),
+            },
+        }
+
+    def write_bundle(self) -> None:
+        save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", mininterval=0.5, leave=False, dynamic_ncols=True)
+
+
+def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
+          progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
+          on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+          stop_after_epochs: Optional[int] = None) -> Trainer:
+    """Train (or resume) one run and write its bundle. Returns the trainer.
+
+    ``stop_after_epochs`` ends early after that many epochs *in this call*,
+    leaving a checkpoint (used to test resumption as if the run was killed).
+    """
+    trainer = Trainer(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
+    out = Path(out_dir)
+    if resume:
+        trainer.load_checkpoint()
+    elif (out / CHECKPOINT).exists() or (out / "manifest.json").exists():
+        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
+    done_here = 0
+    while trainer.epoch < settings.epochs:
+        record = trainer.run_epoch(progress=progress)
+        if on_epoch is not None:
+            on_epoch(record)
+        done_here += 1
+        if stop_after_epochs is not None and done_here >= stop_after_epochs and trainer.epoch < settings.epochs:
+            return trainer
+    check_invariants(trainer.deepr, trainer.plan, settings.method)
+    trainer.write_bundle()
+    return trainer
