@@ -189,7 +189,7 @@ class Trainer:
     def lr_at(self, epoch: int) -> float:
         return self.settings.lr * self.settings.lr_decay ** epoch
 
-    def run_epoch(self, progress: bool = True) -> Dict[str, Any]:
+    def run_epoch(self, bar=None) -> Dict[str, Any]:
         s = self.settings
         x, y = self.data.x_train, self.data.y_train
         n = len(y)
@@ -200,7 +200,8 @@ class Trainer:
         per_step = np.zeros(n_steps, dtype=np.int32)
         loss_sum = 0.0
         t_grad = t_rewire = 0.0
-        bar = _progress(n_steps, f"epoch {self.epoch + 1}/{s.epochs}", progress)
+        if bar is not None:
+            bar.set_description(f"epoch {self.epoch + 1}/{s.epochs}")
         t0 = time.perf_counter()
         for i in range(n_steps):
             idx = order[i * s.batch_size:(i + 1) * s.batch_size]
@@ -217,8 +218,6 @@ class Trainer:
                 bar.update(1)
                 if i % 200 == 0:
                     bar.set_postfix(loss=f"{loss_sum / ((i + 1) * s.batch_size):.3f}", refresh=False)
-        if bar is not None:
-            bar.close()
         seconds = time.perf_counter() - t0
         self.epoch += 1
         record = {
@@ -283,17 +282,26 @@ class Trainer:
         save_bundle(self.out_dir, self.manifest(), self.network_arrays())
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, enabled: bool):
+    """One bar for the whole run: steps, rate and ETA (tqdm)."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", mininterval=0.5, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, unit="step", mininterval=0.5, leave=False, dynamic_ncols=True)
+
+
+def log_line(text: str, bar=None) -> None:
+    """Print above the progress bar without breaking it."""
+    if bar is not None:
+        bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
           progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
-          on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+          on_epoch: Optional[Callable[[Dict[str, Any], Any], None]] = None,
           stop_after_epochs: Optional[int] = None) -> Trainer:
     """Train (or resume) one run and write its bundle. Returns the trainer.
 
@@ -307,13 +315,19 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     elif (out / CHECKPOINT).exists() or (out / "manifest.json").exists():
         raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
     done_here = 0
-    while trainer.epoch < settings.epochs:
-        record = trainer.run_epoch(progress=progress)
-        if on_epoch is not None:
-            on_epoch(record)
-        done_here += 1
-        if stop_after_epochs is not None and done_here >= stop_after_epochs and trainer.epoch < settings.epochs:
-            return trainer
+    steps_per_epoch = -(-len(dataset.y_train) // settings.batch_size)
+    bar = _progress(steps_per_epoch * max(0, settings.epochs - trainer.epoch), progress)
+    try:
+        while trainer.epoch < settings.epochs:
+            record = trainer.run_epoch(bar)
+            if on_epoch is not None:
+                on_epoch(record, bar)
+            done_here += 1
+            if stop_after_epochs is not None and done_here >= stop_after_epochs and trainer.epoch < settings.epochs:
+                return trainer
+    finally:
+        if bar is not None:
+            bar.close()
     check_invariants(trainer.deepr, trainer.plan, settings.method)
     trainer.write_bundle()
     return trainer

@@ -1,0 +1,207 @@
+"""Command line: ``deepr-neuro profiles|train|report|export|simulate|crosscheck``.
+
+Every user mistake ends as one ``error:`` line naming the file, field and fix
+(exit status 2), never a traceback. Lava and Brian2 are imported only by the
+commands that run them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from deepr_neuro import __version__
+from deepr_neuro.errors import DeeprError
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, help="hardware profile YAML (e.g. hardware_profiles/loihi.yaml)")
+    p.add_argument("--model", required=True, help="model spec YAML (e.g. models/digits_mlp.yaml)")
+    p.add_argument("--out", required=True, help="run directory to write (e.g. runs/digits)")
+    p.add_argument("--dataset", help="digits | fashion-mnist | mnist (default: the spec's)")
+    p.add_argument("--data-dir", help="directory with IDX files (mnist; fashion-mnist elsewhere than Debian's)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--lr-decay", type=float, help="learning rate factor per epoch")
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--method", choices=["deepr", "soft-deepr", "global-deepr"])
+    p.add_argument("--alpha", type=float, help="L1 coefficient on active connections")
+    p.add_argument("--noise", type=float, help="noise scale sigma (temperature T = lr sigma^2 / 2)")
+    p.add_argument("--theta-min", type=float, help="soft-DEEP R clip (default: reference rule of thumb)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float, help="share of training data held out for validation")
+    p.add_argument("--connectivity", type=float,
+                   help="whole network's fraction of connections; scales the spec's per-layer targets "
+                        "(0.0133 = the paper's LeNet budgets, 1.0 = dense)")
+    p.add_argument("--weight-bits", type=int, help="weight width for the memory budget (default: profile's)")
+    p.add_argument("--resume", action="store_true", help="continue the run directory's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_profiles(args) -> int:
+    from deepr_neuro.profile import list_profiles, load_profile
+
+    paths = list_profiles(args.dir)
+    if not paths:
+        print(f"no profiles in {args.dir}")
+        return 1
+    bad = 0
+    print(f"{'profile':<28} {'cores':>6} {'neurons/core':>13} {'axons/core':>11} {'synapses/core @8b':>18}  status")
+    for path in paths:
+        try:
+            p = load_profile(path)
+            cap = p.synapse_capacity(weight_bits=None)
+            print(f"{str(path):<28} {p.cores:>6} {p.neurons_per_core:>13} {p.input_axons_per_core:>11} "
+                  f"{cap:>18}  ok")
+        except DeeprError as e:
+            bad += 1
+            print(f"{str(path):<28} {'':>6} {'':>13} {'':>11} {'':>18}  INVALID\n    {e}")
+    return 1 if bad else 0
+
+
+def cmd_train(args) -> int:
+    from deepr_neuro.datasets import load_dataset
+    from deepr_neuro.model_spec import load_model_spec
+    from deepr_neuro.profile import load_profile
+    from deepr_neuro.report import core_report
+    from deepr_neuro.bundle import load_bundle
+    from deepr_neuro.train import TrainSettings, train
+
+    profile = load_profile(args.profile)
+    spec = load_model_spec(args.model)
+    spec = spec.with_overrides(
+        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        lr_decay=args.lr_decay, optimizer=args.optimizer, method=args.method, alpha=args.alpha,
+        noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction)
+    settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
+                                       weight_bits=args.weight_bits)
+    out = Path(args.out)
+    if args.overwrite and out.exists() and not args.resume:
+        shutil.rmtree(out)
+    data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
+                        seed=settings.seed)
+    print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
+          f"{len(data.y_test)} test samples, {data.n_features} features")
+
+    from deepr_neuro.train import log_line
+
+    def on_epoch(r, bar):
+        log_line(f"epoch {r['epoch']:>3}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  "
+              f"val {100 * r['val_accuracy']:.2f} %  test {100 * r['test_accuracy']:.2f} %  "
+              f"rewired {sum(r['rewired'])} {r['rewired']}  {r['seconds']:.1f} s "
+              f"({100 * r['seconds_update_and_rewiring'] / max(r['seconds'], 1e-9):.0f} % update+rewiring)", bar)
+
+    trainer = train(profile, spec, settings, data, out, resume=args.resume, progress=not args.no_progress,
+                    profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+    plan = trainer.plan
+    print(f"mapped onto {plan.cores_used} of {plan.total_cores} cores; "
+          f"{plan.total_budget} connections (budget per layer: {[lp.budget for lp in plan.layers]})")
+    m = trainer.manifest()["metrics"]
+    print(f"test accuracy {100 * m['test_accuracy']:.2f} % (validation {100 * m['val_accuracy']:.2f} %); "
+          f"bundle written to {out}/")
+    manifest, arrays = load_bundle(out)
+    print(core_report(manifest, arrays).to_table())
+    return 0
+
+
+def cmd_report(args) -> int:
+    from deepr_neuro.bundle import load_bundle
+    from deepr_neuro.report import core_report
+
+    manifest, arrays = load_bundle(Path(args.run))
+    result = core_report(manifest, arrays)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.to_table())
+    return 0 if result.fits else 1
+
+
+def cmd_export(args) -> int:
+    from deepr_neuro.deploy import export_run
+
+    summary = export_run(Path(args.run), steps=args.steps, target=args.to)
+    print(summary)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from deepr_neuro.deploy import simulate_run
+
+    text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
+                            as_json=args.json)
+    print(text)
+    return 0 if ok else 1
+
+
+def cmd_crosscheck(args) -> int:
+    from deepr_neuro.deploy import crosscheck_run
+
+    text, agree = crosscheck_run(Path(args.run), samples=args.samples, as_json=args.json)
+    print(text)
+    return 0 if agree else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepr-neuro",
+        description="Train very sparse networks with DEEP R under neuromorphic chip budgets; "
+                    "deploy to Lava, cross-check in Brian2.")
+    parser.add_argument("--version", action="version", version=f"deepr-neuro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("profiles", help="list and validate the shipped hardware profiles")
+    p.add_argument("--dir", default="hardware_profiles", help="folder of profile YAML files")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("train", help="train with DEEP R under the profile's per-core budgets")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("report", help="per-core budget table of a run (exit 1 if it does not fit)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="quantize and convert a run to an integer spiking network")
+    p.add_argument("run")
+    p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
+    p.add_argument("--steps", type=int, default=None, help="time steps per sample (default 100)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("simulate", help="run the exported network on the test set")
+    p.add_argument("run")
+    p.add_argument("--backend", default="emulator", choices=["emulator", "lava", "brian2", "brian2-float"])
+    p.add_argument("--samples", type=int, default=None, help="first N test samples (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="override time steps per sample")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("crosscheck", help="emulator vs Lava vs Brian2 on the same samples")
+    p.add_argument("run")
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_crosscheck)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DeeprError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a run continues with --resume from its last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Per-core budget report of a run: neurons, synapses, input axons, memory vs the profile.
+
+Reads only the bundle (manifest + arrays), so it works on any finished run,
+and exits non-zero (via ``ReportResult.fits``) when anything exceeds the
+profile: nothing should go to a chip before this table says "fits".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import numpy as np
+
+
+@dataclass
+class CoreUse:
+    core: int
+    layer: str
+    neurons: int
+    neuron_limit: int
+    synapses: int
+    budget: int
+    capacity: int
+    axons: int
+    axon_limit: int
+    memory_bits: int
+    memory_limit_bits: int
+
+    @property
+    def problems(self) -> List[str]:
+        out = []
+        if self.neurons > self.neuron_limit:
+            out.append(f"{self.neurons} neurons > {self.neuron_limit} (neurons_per_core)")
+        if self.synapses > self.capacity:
+            out.append(f"{self.synapses} synapses > capacity {self.capacity}")
+        if self.axons > self.axon_limit:
+            out.append(f"{self.axons} input axons > {self.axon_limit} (input_axons_per_core)")
+        if self.memory_limit_bits and self.memory_bits > self.memory_limit_bits:
+            out.append(f"{self.memory_bits} bits of synapse memory > {self.memory_limit_bits} "
+                       "(synapse_memory_bits_per_core)")
+        return out
+
+
+@dataclass
+class ReportResult:
+    profile_name: str
+    cores: List[CoreUse] = field(default_factory=list)
+    chip_cores: int = 0
+    weight_bits: int = 8
+
+    @property
+    def cores_used(self) -> int:
+        return len(self.cores)
+
+    @property
+    def problems(self) -> List[str]:
+        out = [f"layer '{c.layer}' core {c.core}: {p} ({self.profile_name})" for c in self.cores for p in c.problems]
+        if self.cores_used > self.chip_cores:
+            out.append(f"{self.cores_used} cores used > {self.chip_cores} on the chip ({self.profile_name}: cores)")
+        return out
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"profile": self.profile_name, "fits": self.fits, "cores_used": self.cores_used,
+                "chip_cores": self.chip_cores, "weight_bits": self.weight_bits,
+                "problems": self.problems,
+                "cores": [dict(vars(c), fits=not c.problems) for c in self.cores]}
+
+    def to_table(self) -> str:
+        head = (f"{'core':>5} {'layer':<8} {'neurons':>12} {'synapses':>9} {'budget':>7} {'capacity':>8} "
+                f"{'axons':>11} {'memory bits':>21}  fits")
+        lines = [head, "-" * len(head)]
+        for c in self.cores:
+            mem = f"{c.memory_bits}/{c.memory_limit_bits}" if c.memory_limit_bits else f"{c.memory_bits}/-"
+            lines.append(f"{c.core:>5} {c.layer:<8} {f'{c.neurons}/{c.neuron_limit}':>12} {c.synapses:>9} "
+                         f"{c.budget:>7} {c.capacity:>8} {f'{c.axons}/{c.axon_limit}':>11} {mem:>21}  "
+                         f"{'yes' if not c.problems else 'NO'}")
+        total_syn = sum(c.synapses for c in self.cores)
+        lines.append(f"cores used: {self.cores_used} of {self.chip_cores}; synapses: {total_syn}; "
+                     f"weights: {self.weight_bits}-bit; profile: {self.profile_name}")
+        lines.append("FITS" if self.fits else "DOES NOT FIT:\n  " + "\n  ".join(self.problems))
+        return "\n".join(lines)
+
+
+def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> ReportResult:
+    """Measure every core of a bundle against its profile."""
+    from deepr_neuro.profile import HardwareProfile
+
+    profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest profile")
+    weight_bits = None
+    if "l0_num_weight_bits" in arrays:
+        weight_bits = int(arrays["l0_num_weight_bits"])
+    wb = weight_bits or profile.weight_bits
+    mem_limit = profile.synapse_memory_bits_per_core or 0
+    result = ReportResult(profile_name=manifest.get("profile_path") or profile.name, chip_cores=profile.cores,
+                          weight_bits=wb)
+    for c in manifest.get("input_cores", []):
+        n = c["post_stop"] - c["post_start"]
+        result.cores.append(CoreUse(c["core"], "input", n, profile.neurons_per_core, 0, 0, 0, 0,
+                                    profile.input_axons_per_core, 0, mem_limit))
+    for i, layer in enumerate(manifest["layers"]):
+        rows, cols = arrays[f"l{i}_rows"], arrays[f"l{i}_cols"]
+        core_of_post = arrays[f"l{i}_core"]
+        lb = int(arrays[f"l{i}_num_weight_bits"]) if f"l{i}_num_weight_bits" in arrays else wb
+        for c in layer["cores"]:
+            on = core_of_post[rows] == c["core"]
+            n_neurons = c["post_stop"] - c["post_start"]
+            per_axon = np.bincount(cols[on], minlength=layer["n_in"])
+            axon_counts = per_axon[per_axon > 0]
+            mem = int(profile.synapse_memory_bits(axon_counts, weight_bits=lb, sparse=True, n_neurons=n_neurons)) \
+                if mem_limit else 0
+            result.cores.append(CoreUse(
+                c["core"], layer["name"], n_neurons, profile.neurons_per_core, int(on.sum()), c["budget"],
+                c["capacity"], int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit))
+    return result
