@@ -1,0 +1,408 @@
+"""Quantization of trained float weights to the chip's integer weight format.
+
+One explicit pass (:func:`quantize_weights`) with a strict mode that turns
+overflow into a :class:`~deepr_neuro.errors.ConfigError`; the inverse as the
+chip sees it (:meth:`QuantizedLayer.dequantize`); the quantized-ANN forward
+pass and accuracy; and :func:`fake_quantize` for quantization-aware
+fine-tuning with straight-through rounding.
+
+Lava's integer weight format (lava-nc 0.10.0, read from
+``lava/utils/weightutils.py`` and ``lava/proc/sparse/models.py``,
+``AbstractPySparseModelBitAcc.run_spk``):
+
+* the sign mode is found from the weight matrix itself
+  (``determine_sign_mode``): ``excitatory`` if min >= 0, else ``inhibitory``
+  if max <= 0, else ``mixed``;
+* the weights are clipped to 8 bits (``clip_weights``: mixed [-256, 255],
+  excitatory [0, 255], inhibitory [-255, 0]);
+* then truncated to ``num_weight_bits`` b (``truncate_weights``):
+  ``w = (w >> n) << n`` with ``n = 8 - b + is_mixed``, an arithmetic shift,
+  so negative mixed weights are floored (-3 -> -4 at n = 1); inhibitory
+  weights are negated, truncated and negated back (rounded toward zero);
+* each step the accumulated input ``a = W . s`` is shifted by ``weight_exp``
+  (left if > 0, arithmetic right if < 0; the right shift floors the *sum*).
+
+So a layer's effective weight is ``trunc(w) * 2**weight_exp`` in units of the
+synaptic input ``a``. :func:`quantize_weights` picks integers that already
+lie on the truncation grid (multiples of ``2**n``), so Lava's truncation
+leaves them unchanged and the rounding is ours: round-to-nearest, not floor.
+
+Pure NumPy: no Lava import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from deepr_neuro.errors import ConfigError
+
+MIXED = "mixed"
+EXCITATORY = "excitatory"
+INHIBITORY = "inhibitory"
+SIGN_MODES = (MIXED, EXCITATORY, INHIBITORY)
+
+#: Lava's synapse word: weights are stored as 8-bit mantissas (+ sign when mixed).
+LAVA_MAX_WEIGHT_BITS = 8
+
+
+# --------------------------------------------------------------------------
+# Lava's integer weight format, reproduced exactly
+# --------------------------------------------------------------------------
+
+def sign_mode_of(weights: np.ndarray) -> str:
+    """Sign mode as Lava's ``determine_sign_mode`` finds it.
+
+    Lava looks at the whole (sparse) matrix, implicit zeros included; for the
+    result this is the same as looking at the stored values plus one zero,
+    except that a layer whose stored values are all > 0 stays excitatory.
+    An empty or all-zero matrix is excitatory (min >= 0 is tested first).
+    """
+    w = np.asarray(weights)
+    if w.size == 0 or w.min() >= 0:
+        return EXCITATORY
+    if w.max() <= 0:
+        return INHIBITORY
+    return MIXED
+
+
+def _check_bits(num_weight_bits: int, name: str = "num_weight_bits") -> int:
+    b = int(num_weight_bits)
+    if not 1 <= b <= LAVA_MAX_WEIGHT_BITS:
+        raise ConfigError(
+            f"{name}: must be between 1 and {LAVA_MAX_WEIGHT_BITS} "
+            f"(got {num_weight_bits})")
+    return b
+
+
+def _check_mode(sign_mode: str) -> str:
+    if sign_mode not in SIGN_MODES:
+        raise ConfigError(
+            f"sign_mode: must be one of {', '.join(SIGN_MODES)} (got {sign_mode!r})")
+    return sign_mode
+
+
+def truncation_shift(num_weight_bits: int, sign_mode: str = MIXED) -> int:
+    """Lava's ``n = 8 - num_weight_bits + is_mixed`` (bits dropped by truncation)."""
+    b = _check_bits(num_weight_bits)
+    return LAVA_MAX_WEIGHT_BITS - b + int(_check_mode(sign_mode) == MIXED)
+
+
+def weight_step(num_weight_bits: int, sign_mode: str = MIXED) -> int:
+    """Spacing of the integer weights that survive Lava's truncation: ``2**n``."""
+    return 1 << truncation_shift(num_weight_bits, sign_mode)
+
+
+def weight_range(num_weight_bits: int, sign_mode: str = MIXED) -> Tuple[int, int]:
+    """(lowest, highest) integer weight representable after clip + truncation.
+
+    Both are multiples of :func:`weight_step`; for 8-bit mixed weights this is
+    (-256, 254) in steps of 2, for 8-bit excitatory (0, 255).
+    """
+    n = truncation_shift(num_weight_bits, sign_mode)
+    if sign_mode == MIXED:
+        return -256, (255 >> n) << n
+    if sign_mode == EXCITATORY:
+        return 0, (255 >> n) << n
+    return -((255 >> n) << n), 0
+
+
+def clip_weights(weights: np.ndarray, sign_mode: str) -> np.ndarray:
+    """Lava's ``clip_weights(..., num_bits=8)``: clip to the 8-bit range."""
+    w = np.asarray(weights).astype(np.int64)
+    mode = _check_mode(sign_mode)
+    if mode == INHIBITORY:
+        w = -w
+    lo = -256 if mode == MIXED else 0
+    w = np.clip(w, lo, 255)
+    if mode == INHIBITORY:
+        w = -w
+    return w.astype(np.int32)
+
+
+def truncate_weights(weights: np.ndarray, num_weight_bits: int,
+                     sign_mode: Optional[str] = None) -> np.ndarray:
+    """Integer weights exactly as Lava's bit-accurate Sparse model uses them.
+
+    Clip to 8 bits, then ``(w >> n) << n`` (arithmetic shift), negating around
+    the shift for inhibitory layers, as ``clip_weights`` followed by
+    ``truncate_weights`` in ``lava/utils/weightutils.py``. ``sign_mode``
+    defaults to what Lava determines from ``weights`` (pass the mode of the
+    whole layer when ``weights`` is a part of it).
+    """
+    w = np.asarray(weights)
+    mode = sign_mode_of(w) if sign_mode is None else _check_mode(sign_mode)
+    w = clip_weights(w, mode).astype(np.int64)
+    n = truncation_shift(num_weight_bits, mode)
+    if mode == INHIBITORY:
+        w = -w
+    w = (w >> n) << n
+    if mode == INHIBITORY:
+        w = -w
+    return w.astype(np.int32)
+
+
+def shift_by_exp(a: np.ndarray, weight_exp: int) -> np.ndarray:
+    """Lava's ``weight_exp`` shift of the accumulated synaptic input."""
+    a = np.asarray(a, dtype=np.int64)
+    e = int(weight_exp)
+    return np.left_shift(a, e) if e > 0 else np.right_shift(a, -e)
+
+
+# --------------------------------------------------------------------------
+# The quantization pass
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """Integer weights of one layer and how they relate to the float ones.
+
+    ``weights`` are the integers handed to Lava's Sparse process (already on
+    the truncation grid, so Lava keeps them as they are); the effective weight
+    on the chip is ``weights * 2**weight_exp`` (units of synaptic input), and
+    ``scale`` is the float-to-integer factor: ``w_float * scale`` ~
+    ``weights * 2**weight_exp``.
+    """
+
+    weights: np.ndarray  # int32
+    weight_exp: int
+    num_weight_bits: int
+    sign_mode: str
+    scale: float
+    overflow: int = 0  # weights clipped (non-strict mode only)
+
+    def effective(self) -> np.ndarray:
+        """Integer effective weights as the chip applies them (after truncation).
+
+        For ``weight_exp < 0`` the chip floors the accumulated *sum*, not each
+        weight; this returns the exact rational weight ``trunc(w) * 2**exp``.
+        """
+        w = truncate_weights(self.weights, self.num_weight_bits, self.sign_mode)
+        return w.astype(np.float64) * (2.0 ** self.weight_exp)
+
+    def dequantize(self) -> np.ndarray:
+        """Float weights the chip realises: ``trunc(w) * 2**weight_exp / scale``."""
+        return self.effective() / self.scale
+
+
+def choose_weight_exp(target: np.ndarray, num_weight_bits: int, sign_mode: str = MIXED,
+                      weight_exp_min: int = -8, weight_exp_max: int = 7) -> int:
+    """Smallest exponent in [min, max] whose mantissa range holds ``target``.
+
+    ``target`` are the wanted effective weights (float, units of synaptic
+    input). The smallest fitting exponent is the one that uses the mantissa
+    range best (largest integer weights); the positive and negative ends are
+    checked separately (mixed 8-bit: [-256, 254]). Returns
+    ``weight_exp_max + 1`` when even the largest exponent does not fit (the
+    caller decides: error or clip), ``weight_exp_min`` when every one fits.
+    """
+    t = np.asarray(target, dtype=np.float64)
+    lo, hi = weight_range(num_weight_bits, sign_mode)
+    # a relative tolerance so that max == limit * 2**e exactly is not pushed
+    # to the next exponent by the float rounding of the caller's scale
+    pos = float(t.max()) * (1.0 - 1e-12) if t.size and t.max() > 0 else 0.0
+    neg = float(-t.min()) * (1.0 - 1e-12) if t.size and t.min() < 0 else 0.0
+    for e in range(int(weight_exp_min), int(weight_exp_max) + 1):
+        if pos <= hi * 2.0 ** e and neg <= -lo * 2.0 ** e:
+            return e
+    return int(weight_exp_max) + 1
+
+
+def quantize_weights(weights: np.ndarray, num_weight_bits: int = 8, *,
+                     scale: float = 1.0, weight_exp: Optional[int] = None,
+                     weight_exp_min: int = -8, weight_exp_max: int = 7,
+                     sign_mode: Optional[str] = None, strict: bool = True,
+                     name: str = "layer") -> QuantizedLayer:
+    """Quantize float weights of one layer to Lava's integer format.
+
+    The target effective weights are ``t = weights * scale`` (in units of
+    synaptic input ``a``). ``weight_exp`` defaults to the smallest exponent in
+    ``[weight_exp_min, weight_exp_max]`` with ``max|t| / 2**weight_exp`` inside
+    the mantissa range, so the largest weight uses the range. The integer
+    weights are ``round(t / 2**weight_exp / step) * step`` with ``step`` the
+    truncation grid of :func:`weight_step`: Lava's truncation keeps them.
+
+    Strict mode raises :class:`ConfigError` when a weight does not fit (even at
+    ``weight_exp_max``, or at the given ``weight_exp``); otherwise such weights
+    are clipped to the range and counted in ``overflow``.
+
+    The sign mode defaults to the float weights' sign mode (Lava's rule); an
+    all-non-negative layer thus gets the excitatory format, one bit finer.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    b = _check_bits(num_weight_bits, f"{name}.num_weight_bits")
+    if not np.all(np.isfinite(w)):
+        raise ConfigError(f"{name}: weights contain NaN or inf; the training diverged")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{name}: scale must be a positive finite number (got {scale})")
+    if int(weight_exp_min) > int(weight_exp_max):
+        raise ConfigError(
+            f"{name}: weight_exp_min {weight_exp_min} > weight_exp_max {weight_exp_max}")
+    mode = sign_mode_of(w) if sign_mode is None else _check_mode(sign_mode)
+    lo, hi = weight_range(b, mode)
+    step = weight_step(b, mode)
+    t = w * float(scale)
+    max_abs = float(np.abs(t).max()) if t.size else 0.0
+
+    if weight_exp is None:
+        e = choose_weight_exp(t, b, mode, weight_exp_min, weight_exp_max)
+        if e > weight_exp_max:
+            if strict:
+                raise ConfigError(
+                    f"{name}: largest weight {max_abs:.6g} (float weight x scale "
+                    f"{scale:.6g}) exceeds the {b}-bit {mode} range "
+                    f"[{lo}, {hi}] x 2**{weight_exp_max} (weight_exp_max); "
+                    "lower the scale or raise weight_exp_max in the profile")
+            e = int(weight_exp_max)
+    else:
+        e = int(weight_exp)
+        if not weight_exp_min <= e <= weight_exp_max:
+            raise ConfigError(
+                f"{name}.weight_exp: must be between {weight_exp_min} and "
+                f"{weight_exp_max} (got {e})")
+
+    mant = np.round(t / (2.0 ** e) / step) * step
+    bad = (mant < lo) | (mant > hi)
+    n_bad = int(bad.sum())
+    if n_bad and strict:
+        k = int(np.argmax(np.abs(np.where(bad, t, 0.0))))
+        raise ConfigError(
+            f"{name}: {n_bad} weight(s) overflow the {b}-bit {mode} range "
+            f"[{lo}, {hi}] at weight_exp {e} (e.g. weight #{k}: "
+            f"{w.flat[k]:.6g} -> {mant.flat[k]:.0f}); lower the scale or "
+            "let quantize_weights choose weight_exp")
+    mant = np.clip(mant, lo, hi).astype(np.int32)
+    return QuantizedLayer(weights=mant, weight_exp=e, num_weight_bits=b,
+                          sign_mode=mode, scale=float(scale), overflow=n_bad)
+
+
+def full_range_scale(weights: np.ndarray, num_weight_bits: int = 8,
+                     weight_exp: int = 0, sign_mode: Optional[str] = None) -> float:
+    """The scale that maps the largest |weight| onto the top of the mantissa
+    range at the given ``weight_exp`` (1.0 for an all-zero layer)."""
+    w = np.asarray(weights, dtype=np.float64)
+    mode = sign_mode_of(w) if sign_mode is None else _check_mode(sign_mode)
+    lo, hi = weight_range(num_weight_bits, mode)
+    m = float(np.abs(w).max()) if w.size else 0.0
+    if m == 0.0:
+        return 1.0
+    # the positive and negative ends may differ (mixed: -256 vs 254)
+    pos = float(w.max()) if w.max() > 0 else 0.0
+    neg = float(-w.min()) if w.min() < 0 else 0.0
+    s = np.inf
+    if pos > 0:
+        s = min(s, hi / pos)
+    if neg > 0:
+        s = min(s, -lo / neg)
+    return float(s) * 2.0 ** int(weight_exp)
+
+
+# --------------------------------------------------------------------------
+# Quantization-aware training helper
+# --------------------------------------------------------------------------
+
+def fake_quantize(w_float: np.ndarray, bits: int = 8, *,
+                  sign_mode: Optional[str] = None) -> np.ndarray:
+    """Weights after an 8-bit (``bits``) round trip, for a training forward pass.
+
+    The layer is quantized with the full-range scale (as :func:`convert` does:
+    the largest |weight| lands on the top of the mantissa range, so the result
+    does not depend on ``weight_exp``) and dequantized exactly as the chip sees
+    it. Straight-through estimator: use the returned array in the forward
+    pass and apply the gradient to ``w_float`` unchanged (d out / d w = 1).
+    Entries that are exactly zero stay zero (dormant connections stay dormant).
+    """
+    w = np.asarray(w_float, dtype=np.float64)
+    if w.size == 0 or not np.any(w):
+        return w.astype(np.asarray(w_float).dtype, copy=True)
+    scale = full_range_scale(w, bits, 0, sign_mode)
+    q = quantize_weights(w, bits, scale=scale, weight_exp=0, weight_exp_min=0,
+                         weight_exp_max=0, sign_mode=sign_mode, strict=True,
+                         name="fake_quantize")
+    return q.dequantize().astype(np.asarray(w_float).dtype)
+
+
+# --------------------------------------------------------------------------
+# Float / quantized ANN evaluation
+# --------------------------------------------------------------------------
+
+def _get(layer, key):
+    if isinstance(layer, dict):
+        return layer[key]
+    return getattr(layer, key)
+
+
+def dense_matrix(layer, weight: Optional[np.ndarray] = None) -> np.ndarray:
+    """(n_out, n_in) float matrix of a sparse layer (``rows``, ``cols``, weights)."""
+    rows = np.asarray(_get(layer, "rows"), dtype=np.int64)
+    cols = np.asarray(_get(layer, "cols"), dtype=np.int64)
+    w = np.asarray(_get(layer, "weight") if weight is None else weight, dtype=np.float64)
+    m = np.zeros((int(_get(layer, "n_out")), int(_get(layer, "n_in"))))
+    np.add.at(m, (rows, cols), w)
+    return m
+
+
+def ann_forward(matrices: Sequence[np.ndarray], x_uint8: np.ndarray,
+                all_layers: bool = False):
+    """ReLU network without biases on ``x / 255`` (the trainer's input scaling).
+
+    Hidden layers are ReLU, the output layer linear. Returns the output
+    (n_samples, n_out), or the list [input, hidden..., output] when
+    ``all_layers``.
+    """
+    h = np.atleast_2d(np.asarray(x_uint8, dtype=np.float64)) / 255.0
+    acts = [h]
+    for i, m in enumerate(matrices):
+        h = h @ np.asarray(m).T
+        if i < len(matrices) - 1:
+            h = np.maximum(h, 0.0)
+        acts.append(h)
+    return acts if all_layers else h
+
+
+def accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of argmax(outputs) == y (ties -> lowest index, as the SNN)."""
+    return float(np.mean(np.argmax(outputs, axis=1) == np.asarray(y)))
+
+
+def float_accuracy(layers, x_uint8: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the trained float network."""
+    return accuracy(ann_forward([dense_matrix(L) for L in layers], x_uint8), y)
+
+
+def quantized_matrices(layers, quantized: Sequence[QuantizedLayer]):
+    """Dense matrices of the dequantized weights (as the chip sees them)."""
+    return [dense_matrix(L, q.dequantize()) for L, q in zip(layers, quantized)]
+
+
+def quantized_accuracy(layers, quantized: Sequence[QuantizedLayer],
+                       x_uint8: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the ANN evaluated with the chip's weights.
+
+    Each layer uses ``trunc(qweight) * 2**weight_exp / scale``: the integer
+    weights after Lava's truncation, mapped back to float units. Per-layer
+    scales do not change the prediction of a bias-free ReLU network (it is
+    positively homogeneous), so only the integer rounding shows.
+    """
+    return accuracy(ann_forward(quantized_matrices(layers, quantized), x_uint8), y)
+
+
+def quantize_network(layers, num_weight_bits: int = 8, *, weight_exp_min: int = -8,
+                     weight_exp_max: int = 7, strict: bool = True):
+    """Quantize every layer at its full-range scale with ``weight_exp = 0``
+    when the profile allows it (else the smallest allowed exponent).
+
+    A convenience for quantized-ANN accuracy; :func:`deepr_neuro.convert.convert`
+    chooses its own scales.
+    """
+    e = min(max(0, int(weight_exp_min)), int(weight_exp_max))
+    out = []
+    for i, L in enumerate(layers):
+        w = np.asarray(_get(L, "weight"))
+        s = full_range_scale(w, num_weight_bits, e)
+        out.append(quantize_weights(w, num_weight_bits, scale=s, weight_exp=e,
+                                    weight_exp_min=weight_exp_min,
+                                    weight_exp_max=weight_exp_max,
+                                    strict=strict, name=f"layer {i}"))
+    return out
