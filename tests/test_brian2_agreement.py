@@ -1,0 +1,278 @@
+"""Brian2 backend: integer mode is spike-for-spike identical to the emulator.
+
+The emulator is itself checked against Lava (tests of the emulator/Lava
+backends); here Brian2's independent implementation of the same arithmetic
+must match it exactly on random small networks that reach Lava's corner
+cases: mixed / excitatory / inhibitory layers (sign mode), -256 and 255
+weights, weight_exp -8..7, 1..8 weight bits, du / dv 0..4095, thresholds up
+to 2**17 - 1, the 24-bit wrap of u and the clip of v. Never a tolerance.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepr_neuro import emulator as emu
+from deepr_neuro.backends import get_backend
+from deepr_neuro.brian2_backend import Brian2Backend, chip_weights, float_propagator, sign_mode
+from deepr_neuro.emulator import EmulatorBackend, effective_weights
+from deepr_neuro.errors import BackendError, ConfigError, DeeprError
+from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+                                         SynapseLayer)
+
+pytestmark = pytest.mark.brian2
+
+STEPS = 24
+
+
+# ------------------------------------------------------------------ helpers
+
+def assert_same_spikes(ref, got, label=""):
+    assert len(ref.counts) == len(got.counts)
+    for layer, (a, b) in enumerate(zip(ref.spikes, got.spikes)):
+        if not np.array_equal(a, b):
+            s, t, n = np.argwhere(a != b)[0]
+            pytest.fail(f"{label} layer {layer}: first differing spike at sample {s}, "
+                        f"step {t}, neuron {n} (reference {a[s, t, n]}, brian2 {b[s, t, n]})")
+    for a, b in zip(ref.counts, got.counts):
+        np.testing.assert_array_equal(a, b)
+
+
+def lif(n, vth=100, du=4095, dv=0, bias_exp=0, bias=None):
+    b = np.zeros(n, np.int32) if bias is None else np.asarray(bias, np.int32)
+    return NeuronParams(vth=vth, du=du, dv=dv, bias_exp=bias_exp, bias_mant=b)
+
+
+def layer(name, n_in, n_out, rows, cols, weights, neurons, weight_exp=0, bits=8):
+    order = np.lexsort((cols, rows))
+    return SynapseLayer(name=name, n_in=n_in, n_out=n_out,
+                        rows=np.asarray(rows, np.int32)[order],
+                        cols=np.asarray(cols, np.int32)[order],
+                        weights=np.asarray(weights, np.int32)[order],
+                        weight_exp=weight_exp, num_weight_bits=bits, neurons=neurons)
+
+
+# --------------------------------------------------------------- strategies
+
+decays = st.one_of(st.sampled_from([0, 1, 2048, 4094, 4095]), st.integers(0, 4095))
+thresholds = st.one_of(st.sampled_from([0, 1, 131071]), st.integers(0, 400),
+                       st.integers(0, 131071))
+
+
+@st.composite
+def neuron_params(draw, n, with_bias=True):
+    bias = (draw(st.lists(st.integers(-4096, 4095), min_size=n, max_size=n))
+            if with_bias and draw(st.booleans()) else [0] * n)
+    return lif(n, vth=draw(thresholds), du=draw(decays), dv=draw(decays),
+               bias_exp=draw(st.integers(0, 7)), bias=bias)
+
+
+@st.composite
+def synapse_layer(draw, name, n_in, n_out, saturate):
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    rng = np.random.default_rng(seed)
+    density = 1.0 if saturate else draw(st.sampled_from([0.0, 0.2, 0.5, 1.0]))
+    rows, cols = np.nonzero(rng.random((n_out, n_in)) < density)
+    kind = draw(st.sampled_from(["mixed", "excitatory", "inhibitory", "extreme"]))
+    if kind == "mixed":
+        w = rng.integers(-256, 256, rows.size)
+    elif kind == "excitatory":
+        w = rng.integers(0, 256, rows.size)
+    elif kind == "inhibitory":
+        w = -rng.integers(0, 257, rows.size)
+    else:
+        w = rng.choice([-256, -255, -1, 0, 1, 254, 255], rows.size)
+    weight_exp = 7 if saturate else draw(st.integers(-8, 7))
+    bits = 8 if saturate else draw(st.integers(1, 8))
+    return layer(name, n_in, n_out, rows, cols, w, draw(neuron_params(n_out)),
+                 weight_exp=weight_exp, bits=bits)
+
+
+@st.composite
+def networks(draw):
+    """(network, inputs): 1-3 weight layers, 1..15 neurons a layer."""
+    saturate = draw(st.booleans())
+    n_layers = draw(st.integers(1, 3))
+    sizes = draw(st.lists(st.integers(1, 15), min_size=n_layers + 1, max_size=n_layers + 1))
+    inp = draw(neuron_params(sizes[0], with_bias=False))
+    gain = draw(st.integers(1, 16))  # 255 * 16 = 4080: inside 13-bit bias_mant
+    enc = InputEncoding(gain=gain, shift=draw(st.integers(0, 4)))
+    layers = [draw(synapse_layer(f"h{i}", sizes[i], sizes[i + 1], saturate))
+              for i in range(n_layers)]
+    n_samples = draw(st.integers(1, 4))
+    x = draw(st.lists(st.lists(st.one_of(st.just(255), st.integers(0, 255)),
+                               min_size=sizes[0], max_size=sizes[0]),
+                      min_size=n_samples, max_size=n_samples))
+    return IntegerNetwork(input_neurons=inp, encoding=enc, layers=layers), \
+        np.asarray(x, np.uint8)
+
+
+# ------------------------------------------------------------- exactness
+
+@settings(deadline=None, max_examples=30,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(networks())
+def test_integer_mode_matches_emulator_exactly(case):
+    net, x = case
+    ref = EmulatorBackend().run(net, x, STEPS, record_spikes=True)
+    got = Brian2Backend().run(net, x, STEPS, record_spikes=True)
+    assert_same_spikes(ref, got)
+
+
+def _saturating_net():
+    """15 always-spiking inputs into 255-weights at weight_exp 7: u passes 2**23."""
+    n_in = 15
+    rows, cols = np.nonzero(np.ones((3, n_in)))
+    w = np.where(rows == 2, -256, 255)
+    w[(rows == 1) & (cols < 3)] = -256
+    hidden = lif(3, vth=131071, du=0, dv=0)
+    l0 = layer("h", n_in, 3, rows, cols, w, hidden, weight_exp=7, bits=8)
+    inp = lif(n_in, vth=0, bias=np.full(n_in, 1))
+    return IntegerNetwork(input_neurons=inp, encoding=InputEncoding(1, 0), layers=[l0])
+
+
+def test_integer_mode_matches_through_24_bit_wrap_and_v_clip(monkeypatch):
+    hits = {"hi": 0, "lo": 0, "vclip": 0}
+    wrap = emu.wrap_u
+
+    def spy(dc):
+        hits["hi"] += int((dc > emu.MAX_UV).sum())
+        hits["lo"] += int((dc <= -emu.MAX_UV).sum())
+        return wrap(dc)
+
+    monkeypatch.setattr(emu, "wrap_u", spy)
+    net = _saturating_net()
+    x = np.zeros((2, net.n_inputs), np.uint8)
+    ref = EmulatorBackend().run(net, x, 40, record_spikes=True)
+    assert hits["hi"] > 0 and hits["lo"] > 0, "the test network must reach the wrap"
+    got = Brian2Backend().run(net, x, 40, record_spikes=True)
+    assert_same_spikes(ref, got)
+    assert ref.counts[-1].sum() > 0
+
+
+def test_one_step_delay_per_layer():
+    """A chain of always-firing relays: layer l first spikes at step l (0-based)."""
+    n_layers = 3
+    inp = lif(1, vth=0, bias=[1])
+    layers = [layer(f"r{i}", 1, 1, [0], [0], [255], lif(1, vth=0)) for i in range(n_layers)]
+    net = IntegerNetwork(input_neurons=inp, encoding=InputEncoding(1, 0), layers=layers)
+    got = Brian2Backend().run(net, np.zeros((1, 1), np.uint8), 6, record_spikes=True)
+    for depth, spikes in enumerate(got.spikes):
+        first = int(np.argmax(spikes[0, :, 0]))
+        assert first == depth
+        assert spikes[0, depth:, 0].all()
+
+
+def test_chip_weights_follow_lava_sign_modes():
+    # mixed: [-256, 255], drop 9 - bits low bits (floors negatives)
+    mixed = layer("m", 3, 1, [0, 0, 0], [0, 1, 2], [-256, -3, 200], lif(1), bits=4)
+    assert sign_mode(mixed.weights, 3, 1) == "mixed"
+    np.testing.assert_array_equal(chip_weights(mixed)[2], [-256, -32, 192])
+    # inhibitory: magnitude truncated (rounds toward zero), -256 clipped to -255
+    inh = layer("i", 3, 1, [0, 0, 0], [0, 1, 2], [-256, -3, -200], lif(1), bits=4)
+    np.testing.assert_array_equal(chip_weights(inh)[2], [-240, 0, -192])
+    # agrees with the emulator's own reading of Lava
+    for lay in (mixed, inh):
+        np.testing.assert_array_equal(
+            chip_weights(lay)[2], effective_weights(lay).toarray()[0][chip_weights(lay)[1]])
+
+
+# --------------------------------------------------------- run plumbing
+
+def _small_net(seed=0, n=(6, 5, 3)):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i in range(len(n) - 1):
+        rows, cols = np.nonzero(rng.random((n[i + 1], n[i])) < 0.6)
+        layers.append(layer(f"h{i}", n[i], n[i + 1], rows, cols,
+                            rng.integers(-80, 200, rows.size), lif(n[i + 1], vth=60)))
+    return IntegerNetwork(input_neurons=lif(n[0], vth=60), encoding=InputEncoding(4, 0),
+                          layers=layers)
+
+
+def test_batches_counts_only_and_registry():
+    net = _small_net()
+    x = np.random.default_rng(1).integers(0, 256, (5, net.n_inputs)).astype(np.uint8)
+    full = Brian2Backend(batch_size=256).run(net, x, 30, record_spikes=True)
+    split = get_backend("brian2")
+    split.batch_size = 2
+    counts_only = split.run(net, x, 30)
+    assert counts_only.spikes is None and counts_only.steps == 30
+    for a, b, s in zip(full.counts, counts_only.counts, full.spikes):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, s.sum(axis=1))
+    empty = Brian2Backend().run(net, x[:0], 30, record_spikes=True)
+    assert empty.counts[0].shape == (0, net.n_inputs)
+    assert get_backend("brian2-float").mode == "float"
+
+
+def test_no_global_brian2_state_changed():
+    import brian2 as b2
+    target = b2.prefs.codegen.target
+    b2.start_scope()
+    stray = b2.NeuronGroup(1, "x : 1")  # a user's object in the magic scope
+    Brian2Backend().run(_small_net(), np.zeros((1, 6), np.uint8), 5)
+    assert b2.prefs.codegen.target == target
+    b2.run(1 * b2.ms)  # the user's magic network still holds only their object
+    assert stray.t[:] > 0 * b2.ms
+
+
+def test_user_errors_are_deepr_errors():
+    with pytest.raises(ConfigError, match="mode"):
+        Brian2Backend(mode="analog")
+    net = _small_net()
+    bad = IntegerNetwork(input_neurons=lif(6, du=5000), encoding=net.encoding,
+                         layers=net.layers)
+    with pytest.raises(BackendError, match="du"):
+        Brian2Backend().run(bad, np.zeros((1, 6), np.uint8), 5)
+    with pytest.raises(DeeprError, match="expected shape"):
+        Brian2Backend().run(net, np.zeros((1, 4), np.uint8), 5)
+
+
+# -------------------------------------------------------------- float mode
+
+def test_float_propagator_limits():
+    # integrate-and-fire: no v leak, tau_u = 1 step
+    c = float_propagator(lif(1, du=4095, dv=0))
+    assert c["Ev"] == 1.0 and c["Cb"] == 1.0
+    assert c["Eu"] == pytest.approx(np.exp(-1.0))
+    # tau_u == tau_v takes the limit, not 0/0
+    du = 99
+    dv = 4096 * (1 - np.exp(-(du + 1) / 4096))
+    c = float_propagator(lif(1, du=du, dv=int(round(dv))))
+    assert np.isfinite(list(c.values())).all()
+
+
+def test_float_mode_runs_and_roughly_agrees():
+    """IF network: the input layer is exact in float too; deeper layers are close."""
+    net = _small_net(seed=3, n=(20, 15, 5))
+    x = np.random.default_rng(2).integers(0, 256, (20, net.n_inputs)).astype(np.uint8)
+    ref = EmulatorBackend().run(net, x, 100)
+    flt = Brian2Backend(mode="float").run(net, x, 100)
+    np.testing.assert_array_equal(ref.counts[0], flt.counts[0])
+    for a, b in zip(ref.counts[1:], flt.counts[1:]):
+        assert b.sum() > 0
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
+        assert 0.5 < b.sum() / max(a.sum(), 1) < 2.0
+
+
+def test_float_mode_classifies_like_integer_on_a_clear_readout():
+    """Output k pools inputs 3k..3k+2 through a relay layer: the winner is clear."""
+    n_cls, pool = 4, 3
+    n_in = n_cls * pool
+    relay = layer("relay", n_in, n_in, np.arange(n_in), np.arange(n_in),
+                  np.full(n_in, 120), lif(n_in, vth=100))
+    rows = np.repeat(np.arange(n_cls), pool)
+    out = layer("out", n_in, n_cls, rows, np.arange(n_in), np.full(n_in, 60),
+                lif(n_cls, vth=150))
+    net = IntegerNetwork(input_neurons=lif(n_in, vth=200), encoding=InputEncoding(8, 0),
+                         layers=[relay, out])
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 120, (30, n_in))
+    x[np.arange(30), rng.integers(0, n_in, 30)] = 255  # one strong pixel
+    x = x.astype(np.uint8)
+    ref = EmulatorBackend().run(net, x, 100)
+    flt = Brian2Backend(mode="float").run(net, x, 100)
+    assert np.mean(ref.predictions() == flt.predictions()) >= 0.8
