@@ -1,0 +1,156 @@
+"""Training loop: reproducibility, resume == uninterrupted, bundle format, CLI."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepr_neuro.bundle import load_bundle
+from deepr_neuro.cli import main
+from deepr_neuro.datasets import load_dataset
+from deepr_neuro.errors import BudgetError, BundleError, ConfigError
+from deepr_neuro.model_spec import load_model_spec
+from deepr_neuro.profile import load_profile
+from deepr_neuro.train import TrainSettings, train
+
+ROOT = Path(__file__).resolve().parents[1]
+LOIHI = ROOT / "hardware_profiles" / "loihi.yaml"
+DIGITS = ROOT / "models" / "digits_mlp.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _settings(spec, **kw):
+    spec = spec.with_overrides(**kw)
+    return spec, TrainSettings.from_spec(spec)
+
+
+def _train(tmp, digits, name, epochs=4, **kw):
+    spec, s = _settings(load_model_spec(DIGITS), epochs=epochs, **kw)
+    return train(load_profile(LOIHI), spec, s, digits, tmp / name, progress=False)
+
+
+def test_seed_makes_runs_reproducible(tmp_path, digits):
+    a = _train(tmp_path, digits, "a", epochs=2)
+    b = _train(tmp_path, digits, "b", epochs=2)
+    _, xa = load_bundle(tmp_path / "a")
+    _, xb = load_bundle(tmp_path / "b")
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k])
+    assert a.history[-1]["test_accuracy"] == b.history[-1]["test_accuracy"]
+
+
+@pytest.mark.parametrize("method,optimizer", [("deepr", "adam"), ("deepr", "sgd"), ("global-deepr", "adam"),
+                                              ("soft-deepr", "sgd")])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, digits, method, optimizer):
+    lr = 0.003 if optimizer == "adam" else 0.05
+    spec, s = _settings(load_model_spec(DIGITS), epochs=4, method=method, optimizer=optimizer, lr=lr)
+    prof = load_profile(LOIHI)
+    full = train(prof, spec, s, digits, tmp_path / "full", progress=False)
+    # "killed" after 2 epochs: a checkpoint, no bundle yet
+    part = train(prof, spec, s, digits, tmp_path / "part", progress=False, stop_after_epochs=2)
+    assert part.epoch == 2 and not (tmp_path / "part" / "manifest.json").exists()
+    resumed = train(prof, spec, s, digits, tmp_path / "part", progress=False, resume=True)
+    assert resumed.epoch == 4
+    _, a = load_bundle(tmp_path / "full")
+    _, b = load_bundle(tmp_path / "part")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [h["test_accuracy"] for h in full.history] == [h["test_accuracy"] for h in resumed.history]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, digits):
+    spec, s = _settings(load_model_spec(DIGITS), epochs=3)
+    train(load_profile(LOIHI), spec, s, digits, tmp_path / "r", progress=False, stop_after_epochs=1)
+    spec2, s2 = _settings(load_model_spec(DIGITS), epochs=3, lr=0.5)
+    with pytest.raises(ConfigError, match="lr"):
+        train(load_profile(LOIHI), spec2, s2, digits, tmp_path / "r", progress=False, resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(load_profile(LOIHI), spec, s, digits, tmp_path / "r", progress=False)
+
+
+def test_bundle_follows_format_v1(tmp_path, digits):
+    tr = _train(tmp_path, digits, "b", epochs=2)
+    manifest, arrays = load_bundle(tmp_path / "b")
+    assert manifest["format"] == "deepr-neuro-bundle" and manifest["version"] == 1
+    assert [l["name"] for l in manifest["layers"]] == ["h1", "h2", "out"]
+    for key in ("profile", "model", "metrics", "training", "seed", "package_version", "git_commit", "dataset"):
+        assert key in manifest
+    assert len(manifest["dataset"]["sha256"]) == 64
+    for i, layer in enumerate(manifest["layers"]):
+        r, c, w, core = (arrays[f"l{i}_{k}"] for k in ("rows", "cols", "weight", "core"))
+        assert r.dtype == np.int32 and c.dtype == np.int32 and w.dtype == np.float32
+        assert len(core) == layer["n_out"]
+        order = np.lexsort((c, r))
+        assert np.array_equal(order, np.arange(len(r))), "rows/cols sorted by (row, col)"
+        assert len(r) == layer["budget"]
+        assert np.all(w != 0)
+        # per-core budgets hold in the saved network
+        for cinfo in layer["cores"]:
+            assert int(np.sum(core[r] == cinfo["core"])) == cinfo["budget"]
+    # core ids global and distinct across layers
+    ids = [c["core"] for l in manifest["layers"] for c in l["cores"]] + [c["core"] for c in manifest["input_cores"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_train_refuses_what_does_not_fit(tmp_path, digits):
+    spec = load_model_spec(DIGITS).with_overrides(epochs=1)
+    tiny = load_profile(ROOT / "hardware_profiles" / "tiny_test.yaml")
+    big = spec.model_copy(update={"max_neurons_per_core": 1})  # 202 neurons -> more cores than tiny has
+    with pytest.raises(BudgetError, match="cores"):
+        train(tiny, big, TrainSettings.from_spec(big), digits, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_train_and_report(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["train", "--profile", str(LOIHI), "--model", str(DIGITS), "--out", str(out), "--epochs", "2",
+               "--no-progress", "--seed", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "FITS" in text and "test accuracy" in text
+    manifest, _ = load_bundle(out)
+    assert manifest["training"]["seed"] == 3 and manifest["training"]["epochs"] == 2
+    assert main(["report", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fits"] is True and data["cores_used"] == 9
+
+
+def test_cli_errors_are_one_line_not_tracebacks(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "hardware_profiles" / "loihi.yaml").read_text().replace("cores: 128", "cores: 0"))
+    rc = main(["train", "--profile", str(bad), "--model", str(DIGITS), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.yaml" in err and "cores" in err and "Traceback" not in err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no manifest" in capsys.readouterr().err
+    rc = main(["train", "--profile", str(LOIHI), "--model", str(DIGITS), "--out", str(tmp_path / "o"),
+               "--connectivity", "1.5"])
+    assert rc == 2 and "connectivity" in capsys.readouterr().err
+
+
+def test_report_flags_a_core_over_budget(tmp_path, digits):
+    _train(tmp_path, digits, "r", epochs=1)
+    manifest, arrays = load_bundle(tmp_path / "r")
+    from deepr_neuro.report import core_report
+    manifest["layers"][0]["cores"][0]["capacity"] = 10
+    result = core_report(manifest, arrays)
+    assert not result.fits and "capacity 10" in result.to_table()
+
+
+def test_damaged_bundle_is_a_clear_error(tmp_path, digits):
+    _train(tmp_path, digits, "d", epochs=1)
+    (tmp_path / "d" / "network.npz").write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match="network.npz"):
+        load_bundle(tmp_path / "d")
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "deepr-neuro"
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "deepr-neuro" in out.stdout
