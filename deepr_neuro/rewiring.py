@@ -76,6 +76,8 @@ class LayerConnections:
         self.cols = np.asarray(cols, dtype=np.int32)
         self.theta = np.asarray(theta, dtype=np.float64)
         self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
+        self.occupied = np.zeros(self.n_out * self.n_in, dtype=bool)
+        self.occupied[self.keys()[self.theta > 0]] = True
 
     @property
     def n_active(self) -> int:
@@ -223,7 +225,7 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     alive = np.ones(len(keys), dtype=bool)
     alive[dead] = False
     if layer.simple_refill:
-        new = _refill_all_cores(rng, layer, np.sort(keys[alive]), dead_core)
+        new = _refill_all_cores(rng, layer, keys[dead], dead_core)
         layer.rows[dead] = new // layer.n_in
         layer.cols[dead] = new % layer.n_in
     else:
@@ -233,6 +235,8 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
             new = sample_dormant(rng, layer.n_in, layer.cores[ci], core_alive, len(slots))
             layer.rows[slots] = new // layer.n_in
             layer.cols[slots] = new % layer.n_in
+        layer.occupied[keys[dead]] = False
+        layer.occupied[layer.keys()[dead]] = True
     layer.theta[dead] = REVIVE_THETA
     layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
     for arr in reset or ():
@@ -240,7 +244,7 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     return int(len(dead))
 
 
-def _refill_all_cores(rng: np.random.Generator, layer: LayerConnections, alive_sorted: np.ndarray,
+def _refill_all_cores(rng: np.random.Generator, layer: LayerConnections, dead_keys: np.ndarray,
                       dead_core: np.ndarray) -> np.ndarray:
     """Vectorised refill of every core of a layer at once (no axon limit can bind, cores sparse).
 
@@ -250,23 +254,23 @@ def _refill_all_cores(rng: np.random.Generator, layer: LayerConnections, alive_s
     :func:`sample_dormant`, at a fraction of the per-core cost.
     """
     n_in = layer.n_in
+    occupied = layer.occupied  # bitmap of active keys, kept in step with the slots
+    occupied[dead_keys] = False  # the dead are dormant now (and may be drawn again)
     start = layer.core_start[dead_core]
     n_post = layer.core_n_post[dead_core]
     out = np.full(len(dead_core), -1, dtype=np.int64)
     pending = np.arange(len(dead_core))
     while len(pending):
         cand = (start[pending] + rng.integers(0, n_post[pending])) * n_in + rng.integers(0, n_in, len(pending))
-        pos = np.searchsorted(alive_sorted, cand)
-        hit = np.zeros(len(cand), dtype=bool)
-        ok = pos < len(alive_sorted)
-        hit[ok] = alive_sorted[pos[ok]] == cand[ok]
-        _, first = np.unique(cand, return_index=True)
-        dup = np.ones(len(cand), dtype=bool)
-        dup[first] = False
-        taken = out[out >= 0]
-        reject = hit | dup | (np.isin(cand, taken) if len(taken) else False)
-        accept = pending[~reject]
-        out[accept] = cand[~reject]
+        reject = occupied[cand]
+        if len(cand) > 1:
+            _, first = np.unique(cand, return_index=True)
+            dup = np.ones(len(cand), dtype=bool)
+            dup[first] = False
+            reject |= dup
+        accepted = cand[~reject]
+        occupied[accepted] = True
+        out[pending[~reject]] = accepted
         pending = pending[reject]
     return out
 

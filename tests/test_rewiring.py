@@ -35,6 +35,7 @@ def _check(deepr, plan, exact=True):
     for layer, lp in zip(deepr.layers, plan.layers):
         keys = layer.keys()[layer.theta > 0]
         assert len(np.unique(keys)) == len(keys), "a connection is active twice"
+        assert np.array_equal(np.flatnonzero(layer.occupied), np.sort(keys)), "occupancy bitmap out of step"
         assert np.all((layer.rows >= 0) & (layer.rows < lp.n_out))
         assert np.all((layer.cols >= 0) & (layer.cols < lp.n_in))
         counts = layer.core_counts()
