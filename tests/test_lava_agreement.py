@@ -1,0 +1,202 @@
+"""Emulator vs Lava: exact equality of every neuron's spike at every step.
+
+Two levels, both with Lava's own code and no mock of it:
+
+* Lava's fixed-point *kernels* (``PyLifModelBitAcc`` methods, the weight
+  utilities Sparse calls, and Sparse's a_buff lines) stepped in-process with
+  Lava's channel dtypes: fast, so hypothesis can try hundreds of networks;
+* the real Lava runtime (``LavaBackend``: processes, channels,
+  ``Loihi2SimCfg(select_tag="fixed_pt")``), slow, marked ``lava``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, event, given, settings
+
+from deepr_neuro import lava_compat
+from deepr_neuro.backends import get_backend
+from deepr_neuro.emulator import EmulatorBackend
+from deepr_neuro.integer_network import IntegerNetwork
+
+from test_emulator import chain, dense_layer, networks, neurons
+
+lava_compat.install()
+pytest.importorskip("lava")
+
+from lava.proc.lif.models import PyLifModelBitAcc  # noqa: E402
+from lava.utils.weightutils import (clip_weights, determine_sign_mode,  # noqa: E402
+                                    truncate_weights)
+
+
+def assert_same_spikes(expected, actual, label=""):
+    for layer, (a, b) in enumerate(zip(expected.spikes, actual.spikes)):
+        if not np.array_equal(a, b):
+            sample, step, neuron = np.argwhere(a != b)[0]
+            pytest.fail(f"{label} layer {layer}: first disagreement at sample {sample}, "
+                        f"step {step}, neuron {neuron} (expected {a[sample, step, neuron]})")
+    for a, b in zip(expected.counts, actual.counts):
+        assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------
+# Lava's kernels, stepped in-process
+# ---------------------------------------------------------------------------
+
+def _lif_model(p, bias_mant):
+    """A PyLifModelBitAcc holding its Vars as Lava's builder makes them."""
+    m = PyLifModelBitAcc({})
+    n = len(bias_mant)
+    m.u = np.zeros(n, np.int32)
+    m.v = np.zeros(n, np.int32)
+    m.du, m.dv, m.vth = int(p.du), int(p.dv), int(p.vth)
+    m.bias_mant = np.zeros(n, np.int16)
+    m.bias_mant[:] = bias_mant
+    m.bias_exp = np.zeros(n, np.int16)
+    m.bias_exp[:] = p.bias_exp
+    return m
+
+
+def lava_kernels_run(net: IntegerNetwork, x, steps, seen=None):
+    """Spike trains (per layer: samples, steps, n) from Lava's own arithmetic.
+
+    ``seen`` (a set) collects which corner cases the run went through.
+    """
+    seen = set() if seen is None else seen
+    bias = net.encode(x)
+    trains = [np.zeros((len(x), steps, n), bool) for n in net.sizes]
+    weights = []
+    for layer in net.layers:
+        w = sp.csr_matrix((layer.weights, (layer.rows, layer.cols)),
+                          shape=(layer.n_out, layer.n_in))
+        mode = determine_sign_mode(w)                  # as PySparseModelBitAcc.run_spk
+        seen.add(f"sign mode {mode.name}")
+        w = clip_weights(w, mode, num_bits=8)
+        weights.append(truncate_weights(w, mode, layer.num_weight_bits))
+    for k in range(len(x)):
+        lifs = [_lif_model(net.input_neurons, bias[k])]
+        lifs += [_lif_model(layer.neurons, layer.neurons.bias_mant) for layer in net.layers]
+        a_buff = [np.zeros(layer.n_out, np.int32) for layer in net.layers]
+        for t in range(steps):
+            sent = []                                  # Sparse sends a_buff from t - 1 ...
+            for buf in a_buff:
+                channel = np.zeros(buf.shape, np.int32)   # a_out channel is int32
+                channel[:] = buf
+                sent.append(channel)
+            for li, m in enumerate(lifs):
+                a_in = np.zeros(m.u.shape, np.int16)      # PyInPort.recv starts from its dtype
+                if li > 0:
+                    a_in = a_in + sent[li - 1]
+                m.scale_bias()
+                m.scale_threshold()
+                before = m.u.astype(np.int64)
+                m.subthr_dynamics(activation_in=a_in)
+                if li > 0:
+                    decayed = before * (4096 - m.du - 1)
+                    decayed = np.sign(decayed) * (np.abs(decayed) >> 12)
+                    naive = decayed + (a_in.astype(np.int64) << 6)
+                    if (naive > 2**23).any() or (naive <= -2**23).any():
+                        seen.add("u wrapped")
+                    if (np.abs(naive) >= 2**31).any():
+                        seen.add("int32 overflow of u")
+                if (np.abs(m.v) == 2**23 - 1).any():
+                    seen.add("v clipped")
+                s = m.spiking_activation()
+                m.reset_voltage(s)
+                s_channel = np.zeros(m.u.shape, np.int32)
+                s_channel[:] = s
+                trains[li][k, t] = s_channel != 0
+                if li < len(net.layers):               # ... then accumulates step t's spikes
+                    s_in = s_channel.astype(bool)
+                    a_accum = weights[li][:, s_in].sum(axis=1).A1
+                    we = int(net.layers[li].weight_exp)
+                    a_buff[li] = (np.left_shift(a_accum, we) if we > 0
+                                  else np.right_shift(a_accum, -we))
+    return trains
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(networks())
+def test_emulator_matches_lava_kernels(case):
+    net, x, steps = case
+    seen = set()
+    expected = lava_kernels_run(net, x, steps, seen)
+    for what in sorted(seen):
+        event(what)
+    got = EmulatorBackend(chunk=2).run(net, x, steps, record_spikes=True)
+    for layer, (a, b) in enumerate(zip(expected, got.spikes)):
+        assert np.array_equal(a, b), f"layer {layer}: {np.argwhere(a != b)[:3]}"
+
+
+# ---------------------------------------------------------------------------
+# The real Lava runtime
+# ---------------------------------------------------------------------------
+
+def _saturating_net(n_in=10, du=4095, weight_exp=6, vth=0):
+    """n_in input neurons spiking every step into one neuron with weights 255.
+
+    With weight_exp 6, a = n_in * 255 << 6 and u = a << 6: for n_in = 10 that
+    is 10_444_800 > 2**23, which Lava wraps to 10_444_800 - 2**24 < 0: a
+    strong excitatory input becomes inhibitory.
+    """
+    inp = neurons(n_in, vth=0, bias=1)
+    return chain(inp, dense_layer(np.full((1, n_in), 255), neurons(1, vth=vth, du=du),
+                                  weight_exp=weight_exp))
+
+
+@pytest.mark.lava
+def test_lava_wraps_u_past_2_pow_23_like_the_emulator():
+    net = _saturating_net()
+    x = np.zeros((1, 10), np.uint8)
+    lava = get_backend("lava").run(net, x, 6, record_spikes=True)
+    emu = EmulatorBackend().run(net, x, 6, record_spikes=True)
+    assert_same_spikes(lava, emu)
+    assert lava.counts[0].tolist() == [[6] * 10]
+    assert lava.counts[1].tolist() == [[0]]     # wrapped negative: never fires
+
+
+@pytest.mark.lava
+def test_lava_int32_overflow_of_u_and_v_clip_like_the_emulator():
+    """du = 0: u gains ~2.5e7 per step past the single wrap, overflowing int32
+    after ~85 steps; v sits at the clip. Both must agree on every step."""
+    net = _saturating_net(n_in=20, du=0, weight_exp=7, vth=131071)
+    x = np.zeros((1, 20), np.uint8)
+    lava = get_backend("lava").run(net, x, 100, record_spikes=True)
+    emu = EmulatorBackend().run(net, x, 100, record_spikes=True)
+    assert_same_spikes(lava, emu)
+    assert 0 < emu.counts[1][0, 0] < 99        # the overflow does change the train
+
+
+@pytest.mark.lava
+def test_lava_streams_samples_from_zero_state():
+    """Activity in flight at a sample's last step must not leak into the next."""
+    inp = neurons(3, vth=20)
+    h = dense_layer([[200, 100, 50], [-80, 120, 90]], neurons(2, vth=30, du=1000, dv=200))
+    o = dense_layer([[150, -60]], neurons(1, vth=10, du=0, dv=100))
+    net = chain(inp, h, o, gain=8, shift=0)
+    x = np.array([[255, 255, 255], [0, 10, 0], [255, 255, 255], [255, 255, 255]], np.uint8)
+    lava = get_backend("lava").run(net, x, 12, record_spikes=True)
+    emu = EmulatorBackend().run(net, x, 12, record_spikes=True)
+    assert_same_spikes(emu, lava)
+    assert lava.counts[2][0, 0] > 0
+    for trains in lava.spikes:
+        assert np.array_equal(trains[0], trains[2]) and np.array_equal(trains[2], trains[3])
+
+
+@pytest.mark.lava
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(networks())
+def test_emulator_matches_lava_runtime(case):
+    """Runtime, kernels and emulator: three-way exact agreement."""
+    net, x, steps = case
+    x = np.concatenate([x, x[::-1]])           # >= 2 samples, repeats: streaming matters
+    seen = set()
+    kernels = lava_kernels_run(net, x, steps, seen)
+    for what in sorted(seen):
+        event(what)
+    lava = get_backend("lava").run(net, x, steps, record_spikes=True)
+    emu = EmulatorBackend().run(net, x, steps, record_spikes=True)
+    assert_same_spikes(lava, emu, label=f"steps={steps}")
+    for layer, (a, b) in enumerate(zip(kernels, lava.spikes)):
+        assert np.array_equal(a, b), f"kernels vs runtime, layer {layer}"
