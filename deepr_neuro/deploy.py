@@ -1,0 +1,146 @@
+"""Run-directory level deployment: export, simulate and cross-check a trained run.
+
+Glue between the bundle, the data set it was trained on, the spiking
+conversion and the simulator backends. The data set is reloaded with the
+run's own settings and checked against the sha256 in the manifest, so the
+figures are always about the data the network was trained on.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from deepr_neuro.bundle import load_bundle, update_bundle
+from deepr_neuro.errors import BundleError, DataError
+
+CALIBRATION_SAMPLES = 5000  # training images used for threshold normalisation
+DEFAULT_STEPS = 100
+
+
+def run_dataset(manifest: Dict):
+    """The data set a run was trained on, split exactly as in training."""
+    from deepr_neuro.datasets import load_dataset
+
+    t = manifest["training"]
+    data = load_dataset(manifest["dataset"]["name"], data_dir=t.get("data_dir"),
+                        val_fraction=t["val_fraction"], seed=t["seed"])
+    want = manifest["dataset"].get("sha256")
+    if want and data.sha256 != want:
+        raise DataError(f"data set {data.name!r} differs from the one the run was trained on "
+                        f"(sha256 {data.sha256[:12]}... vs manifest {want[:12]}...)")
+    return data
+
+
+def load_integer_network(run_dir: Path):
+    from deepr_neuro.convert import integer_network_from_arrays
+
+    manifest, arrays = load_bundle(run_dir)
+    if "snn" not in manifest:
+        raise BundleError(f"{run_dir}: not exported yet; run `deepr-neuro export {run_dir}` first")
+    names = [layer["name"] for layer in manifest["layers"]]
+    return manifest, arrays, integer_network_from_arrays(arrays, names=names)
+
+
+def activity_table(net, result) -> Tuple[str, Dict]:
+    """Per-inference spikes and synaptic operations per layer."""
+    from deepr_neuro.emulator import synops
+
+    act = synops(net, result)
+    names = ["input"] + [layer.name for layer in net.layers]
+    lines = [f"{'layer':<8} {'neurons':>8} {'spikes/inference':>17} {'synops/inference':>17}"]
+    for name, n, s, o in zip(names, net.sizes, act.spikes, act.synops):
+        lines.append(f"{name:<8} {n:>8} {s:>17.1f} {o:>17.1f}")
+    lines.append(f"{'total':<8} {sum(net.sizes):>8} {act.total_spikes:>17.1f} {act.total_synops:>17.1f}")
+    return "\n".join(lines), {"spikes_per_inference": dict(zip(names, act.spikes.tolist())),
+                              "synops_per_inference": dict(zip(names, act.synops.tolist())),
+                              "total_spikes": act.total_spikes, "total_synops": act.total_synops}
+
+
+def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
+               weight_bits: Optional[int] = None) -> str:
+    """Quantize + convert a trained run; add the integer network to its bundle."""
+    from deepr_neuro.backends import get_backend
+    from deepr_neuro.convert import (convert, float_layers_from_arrays, integer_network_to_arrays,
+                                     quantized_ann_accuracy)
+    from deepr_neuro.profile import HardwareProfile
+    from deepr_neuro.quantize import float_accuracy
+
+    run_dir = Path(run_dir)
+    manifest, arrays = load_bundle(run_dir)
+    profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
+    data = run_dataset(manifest)
+    steps = int(steps or DEFAULT_STEPS)
+    layers = float_layers_from_arrays(arrays, manifest["layers"])
+    rng = np.random.default_rng(0)
+    n_cal = min(CALIBRATION_SAMPLES, len(data.y_train))
+    calib = data.x_train[np.sort(rng.choice(len(data.y_train), n_cal, replace=False))]
+    net, snn = convert(layers, calib, profile=profile, steps=steps, num_weight_bits=weight_bits,
+                       names=[layer["name"] for layer in manifest["layers"]])
+    t0 = time.perf_counter()
+    result = get_backend("emulator").run(net, data.x_test, steps)
+    t_sim = time.perf_counter() - t0
+    acc = {
+        "float_val": float_accuracy(layers, data.x_val, data.y_val) if len(data.y_val) else None,
+        "float_test": float_accuracy(layers, data.x_test, data.y_test),
+        "quantized_test": quantized_ann_accuracy(net, data.x_test, data.y_test),
+        "snn_test": float(np.mean(result.predictions() == data.y_test)),
+    }
+    act_text, act = activity_table(net, result)
+    snn = dict(snn, steps_per_sample=steps, target=target,
+               readout="class = output neuron with most spikes over all steps; ties go to the lowest index",
+               accuracy=acc, activity=act, emulator_seconds_test_set=t_sim)
+    update_bundle(run_dir, {"snn": snn}, integer_network_to_arrays(net))
+    lines = [f"exported {run_dir} for {target}: {len(net.layers)} Sparse+LIF layers, "
+             f"{snn.get('num_weight_bits', net.layers[0].num_weight_bits)}-bit weights, {steps} steps per sample",
+             f"{'accuracy on ' + data.name + ' test set':<40} {'':>3}",
+             f"  float ANN        {100 * acc['float_test']:6.2f} %",
+             f"  quantized ANN    {100 * acc['quantized_test']:6.2f} %",
+             f"  SNN (emulator)   {100 * acc['snn_test']:6.2f} %   ({len(data.y_test)} samples in {t_sim:.1f} s)",
+             "", act_text]
+    return "\n".join(lines)
+
+
+def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int] = None,
+                 steps: Optional[int] = None, as_json: bool = False) -> Tuple[str, bool]:
+    """Run the exported network on the first ``samples`` test samples."""
+    from deepr_neuro.backends import get_backend
+
+    run_dir = Path(run_dir)
+    manifest, _, net = load_integer_network(run_dir)
+    data = run_dataset(manifest)
+    steps = int(steps or manifest["snn"].get("steps_per_sample", DEFAULT_STEPS))
+    n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    sim = get_backend(backend)
+    t0 = time.perf_counter()
+    result = sim.run(net, x, steps)
+    seconds = time.perf_counter() - t0
+    acc = float(np.mean(result.predictions() == y))
+    act_text, act = activity_table(net, result)
+    figures = {"backend": backend, "samples": n, "steps": steps, "accuracy": acc, "seconds": seconds,
+               "seconds_per_sample": seconds / max(n, 1), **act}
+    if as_json:
+        return json.dumps(figures, indent=2), True
+    text = (f"{backend}: {n} test samples x {steps} steps: accuracy {100 * acc:.2f} %, "
+            f"{seconds:.2f} s ({1000 * seconds / max(n, 1):.2f} ms per sample)\n" + act_text)
+    return text, True
+
+
+def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None,
+                   backends: Optional[List[str]] = None, as_json: bool = False) -> Tuple[str, bool]:
+    """Emulator vs Lava vs Brian2 (integer and float) on the same test samples."""
+    from deepr_neuro.crosscheck import DEFAULT_BACKENDS, crosscheck
+
+    run_dir = Path(run_dir)
+    manifest, _, net = load_integer_network(run_dir)
+    data = run_dataset(manifest)
+    steps = int(steps or manifest["snn"].get("steps_per_sample", DEFAULT_STEPS))
+    n = min(int(samples), len(data.y_test))
+    report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or DEFAULT_BACKENDS)
+    if as_json:
+        return json.dumps(report.to_json(), indent=2), report.integer_backends_agree
+    return report.to_table(), report.integer_backends_agree
