@@ -32,22 +32,26 @@ Two readings of the same network:
 
 ``mode="float"`` (backend name ``brian2-float``)
     A continuous-time, real-valued current-based LIF reading of the same
-    network, integrated exactly over dt = one chip step (closed-form
-    propagator, :func:`float_propagator`, run as Brian2 float state). It shows how far the chip's integer model is from an ideal neuron;
-    its agreement is reported, never required to be exact::
+    network: how far is the chip's integer model from an ideal neuron? Its
+    agreement is reported, never required to be exact. Between steps::
 
         du/dt = -u / tau_u
-        dv/dt = -v / tau_v + (u + bias) / dt
-        on a presynaptic spike: u += w * 2**(6 + weight_exp)
-        spike when v > vth * 2**6, then v = 0
+        dv/dt = -v / tau_v + (g * u + bias) / dt
+        spike when v > vth * 2**6 (checked once a step), then v = 0
 
-    ``tau_u = dt * 4096 / (du + 1)`` keeps the charge one synaptic event
-    delivers to v equal to the chip's (sum over steps of the decaying u), so
-    du = 4095 (integrate-and-fire) is a tau = dt current rather than a
-    singular one; ``tau_v = -dt / ln(1 - dv / 4096)`` matches v's decay per
-    step (no leak when dv = 0). Weights are the chip weights above
-    (quantization is part of the network; this mode isolates the dynamics).
-    No wrap, no clip, no rounding.
+    with ``exp(-dt / tau_u) = 1 - (du + 1) / 4096`` and
+    ``exp(-dt / tau_v) = 1 - dv / 4096`` (the chip's decay per step; no leak
+    when dv = 0), and the gain ``g = (dt / tau_u) / (1 - exp(-dt / tau_u))``
+    chosen so that one synaptic event delivers to v, step after step, exactly
+    the charge the chip's decaying u does (w, f*w, f**2*w, ...). A spike adds
+    ``w * 2**(6 + weight_exp)`` to u at the start of the next step (the
+    chip's one-step delay; ``w`` = the chip weights above, so quantization is
+    not part of the difference). du = 4095 gives tau_u = 0: a delta current
+    that puts w into v within the step. Integrated exactly
+    (:func:`float_propagator`); no wrap, no clip, no rounding. So an
+    integrate-and-fire network (du = 4095, dv = 0) agrees with the integer
+    model except where the chip wraps or clips; leaky ones show the effect of
+    rounding and of the chip's "decay, then add" discretisation.
 
 Run semantics (:mod:`deepr_neuro.integer_network`): every sample starts from
 zero state. Samples run in batches as independent copies of the network in
@@ -181,34 +185,41 @@ def _integer_update_code(p: NeuronParams, weight_exp: Optional[int]) -> str:
 def float_propagator(p: NeuronParams) -> Dict[str, float]:
     """Exact one-step solution of the float-mode ODEs over dt = 1 step.
 
-    With alpha = 1 / tau_u, beta = 1 / tau_v (steps^-1; beta = 0 without leak)
-    and constant bias b over the step::
+    alpha = dt / tau_u, beta = dt / tau_v (beta = 0 without leak); u has
+    already received this step's input. Over the step, with bias b constant::
 
-        u(t + 1) = Eu * u(t)
-        v(t + 1) = Ev * v(t) + Cu * u(t) + Cb * b
+        v <- Ev * v + Cu * u + Cb * b;   u <- Eu * u
 
     Eu = exp(-alpha), Ev = exp(-beta), Cb = (1 - Ev) / beta (1 when beta = 0),
-    Cu = (exp(-alpha) - exp(-beta)) / (beta - alpha) (exp(-alpha) when equal).
-    Returned as plain numbers: Brian2's symbolic ``exact`` solver cannot take
-    the no-leak case and divides by zero when tau_u == tau_v.
+    Cu = g * (exp(-alpha) - exp(-beta)) / (beta - alpha) (g * exp(-alpha)
+    when equal), g = alpha / (1 - exp(-alpha)); tau_u = 0 (du = 4095) is the
+    limit Eu = 0, Cu = Ev. Returned as plain numbers: Brian2's symbolic
+    ``exact`` solver rejects the no-leak case and divides by zero when
+    tau_u == tau_v.
     """
-    alpha = (int(p.du) + 1) / 4096.0          # 1 / tau_u, charge-matched
+    f_u = 1.0 - (int(p.du) + 1) / 4096.0
     beta = 0.0 if int(p.dv) == 0 else -math.log(1.0 - int(p.dv) / 4096.0)
-    eu, ev = math.exp(-alpha), math.exp(-beta)
+    ev = math.exp(-beta)
     cb = 1.0 if beta == 0.0 else -math.expm1(-beta) / beta
+    if f_u <= 0.0:  # tau_u = 0: delta current
+        return {"Eu": 0.0, "Ev": ev, "Cu": ev, "Cb": cb}
+    alpha = -math.log(f_u)
+    g = alpha / -math.expm1(-alpha)
     if abs(beta - alpha) < 1e-12:
-        cu = math.exp(-alpha)
+        cu = g * math.exp(-alpha)
     else:
-        cu = (math.exp(-alpha) - math.exp(-beta)) / (beta - alpha)
-    return {"Eu": eu, "Ev": ev, "Cu": cu, "Cb": cb}
+        cu = g * (math.exp(-alpha) - math.exp(-beta)) / (beta - alpha)
+    return {"Eu": math.exp(-alpha), "Ev": ev, "Cu": cu, "Cb": cb}
 
 
-def _float_update_code(p: NeuronParams) -> str:
+def _float_update_code(p: NeuronParams, has_input: bool) -> str:
     c = float_propagator(p)
-    return "\n".join([
+    lines = ["u = u + inp", "inp = 0"] if has_input else []
+    lines += [
         f"v = {c['Ev']!r} * v + {c['Cu']!r} * u + {c['Cb']!r} * bias",
         f"u = {c['Eu']!r} * u",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -286,10 +297,10 @@ class Brian2Backend(Backend):
             group.bias = bias.astype(np.int64)
         else:
             group = b2.NeuronGroup(
-                n_total, "u : 1\nv : 1\nbias : 1 (constant)",
+                n_total, "u : 1\nv : 1\ninp : 1\nbias : 1 (constant)",
                 threshold=f"v > {float(int(p.vth) * 64)!r}", reset="v = 0",
                 dt=dt, codeobj_class=cls, namespace={}, name=name + "*")
-            group.run_regularly(_float_update_code(p), when="groups",
+            group.run_regularly(_float_update_code(p, weight_exp is not None), when="groups",
                                 codeobj_class=cls, name=group.name + "_lif_step*")
             group.bias = bias.astype(np.float64)
         return group
@@ -328,7 +339,7 @@ class Brian2Backend(Backend):
                 wv = np.tile(w, n_batch)
             else:
                 syn = b2.Synapses(groups[idx], groups[idx + 1], "w : 1 (constant)",
-                                  on_pre="u_post += w", dt=groups[idx].clock.dt, codeobj_class=cls,
+                                  on_pre="inp_post += w", dt=groups[idx].clock.dt, codeobj_class=cls,
                                   namespace={}, name=f"syn{idx}*")
                 wv = np.tile(w.astype(np.float64) * 2.0 ** (6 + int(layer.weight_exp)),
                              n_batch)
