@@ -125,6 +125,11 @@ def check_inputs(net: IntegerNetwork, x_uint8: np.ndarray, steps: int) -> np.nda
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise BackendError(
             f"inputs: expected shape (n_samples, {net.n_inputs}), got {np.shape(x_uint8)}")
+    if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255):
+        if not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= 255):
+            raise BackendError(
+                f"inputs: expected integer features 0..255 (uint8), got {x.dtype} values in "
+                f"[{x.min()}, {x.max()}]; scale them with the bundle's input encoding first")
     if int(steps) != steps or steps < 0:
         raise BackendError(f"steps: must be a non-negative integer (got {steps!r})")
     bias = net.encode(x)

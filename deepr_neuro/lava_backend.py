@@ -92,7 +92,7 @@ class LavaBackend(Backend):
             neurons.append(post)
         taps = []
         for pop in neurons:
-            tap = Extractor(shape=(pop.a_in.shape[0],), buffer_size=steps)
+            tap = Extractor(shape=(pop.a_in.shape[0],), buffer_size=steps)  # one slot per step
             pop.s_out.connect(tap.in_port)
             taps.append(tap)
 

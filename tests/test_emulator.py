@@ -312,3 +312,13 @@ def test_zero_steps_and_empty_batch():
     assert res.spikes[1].shape == (3, 0, 1)
     res = EmulatorBackend().run(net, np.zeros((0, 2)), 5)
     assert res.counts[0].shape == (0, 2)
+
+
+def test_float_features_are_refused_not_truncated():
+    net = chain(neurons(2, vth=0))
+    with pytest.raises(BackendError, match="integer features 0..255"):
+        EmulatorBackend().run(net, np.array([[0.5, 1.0]]), 1)
+    with pytest.raises(BackendError, match="integer features 0..255"):
+        EmulatorBackend().run(net, np.array([[256, 0]]), 1)
+    # integral floats are accepted as the integers they hold
+    assert EmulatorBackend().run(net, np.array([[3.0, 0.0]]), 1).counts[0].shape == (1, 2)
