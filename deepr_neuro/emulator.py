@@ -58,7 +58,7 @@ LAVA_LIMITS = {
     "bias_exp": (0, 7),         # precision 3
     "weight": (-256, 255),      # 8-bit magnitude + sign (Sparse clips to this)
     "num_weight_bits": (1, 8),
-    "weight_exp": (-8, 7),
+    "weight_exp": (-8, 7),      # Lava shifts by any amount; the range the agreement tests cover
 }
 
 # Lava's SignMode values (lava.utils.weightutils), without importing Lava.
@@ -69,7 +69,8 @@ EXCITATORY, INHIBITORY, MIXED = "excitatory", "inhibitory", "mixed"
 # Validation: refuse what Lava would silently wrap or what the chip cannot hold
 # ---------------------------------------------------------------------------
 
-def _check_range(where: str, field: str, values) -> None:
+def _check_range(where: str, field: str, values,
+                 hint: str = "re-run quantization with that limit") -> None:
     lo, hi = LAVA_LIMITS[field]
     arr = np.asarray(values)
     if arr.size == 0:
@@ -79,7 +80,7 @@ def _check_range(where: str, field: str, values) -> None:
         bad = vmin if vmin < lo else vmax
         raise BackendError(
             f"{where}.{field}: value {bad} outside the Lava fixed-point range "
-            f"[{lo}, {hi}]; re-run quantization with that limit")
+            f"[{lo}, {hi}]; {hint}")
 
 
 def check_network(net: IntegerNetwork) -> None:
@@ -133,7 +134,8 @@ def check_inputs(net: IntegerNetwork, x_uint8: np.ndarray, steps: int) -> np.nda
     if int(steps) != steps or steps < 0:
         raise BackendError(f"steps: must be a non-negative integer (got {steps!r})")
     bias = net.encode(x)
-    _check_range("input (encoded sample)", "bias_mant", bias)
+    _check_range("input (encoded sample)", "bias_mant", bias,
+                 hint="lower the input encoding's gain or raise its shift")
     return bias.astype(np.int32)
 
 
