@@ -273,8 +273,26 @@ def quantize_weights(weights: np.ndarray, num_weight_bits: int = 8, *,
             f"{w.flat[k]:.6g} -> {mant.flat[k]:.0f}); lower the scale or "
             "let quantize_weights choose weight_exp")
     mant = np.clip(mant, lo, hi).astype(np.int32)
+    chip_mode = sign_mode_of(mant)
+    if chip_mode != mode and np.any(mant):
+        # A mixed layer whose weights of one sign all rounded to 0: Lava will
+        # see an excitatory (inhibitory) layer and use that format. Quantize
+        # for it at the same exponent, those weights set to 0 (they round to 0
+        # here already); the inhibitory range ends at -255, not -256, so a
+        # mantissa of -256 moves the exponent up by one.
+        w0 = np.where(np.sign(w) == np.sign(mant.max() + mant.min()), w, 0.0)
+        kw = dict(scale=scale, weight_exp_min=weight_exp_min,
+                  weight_exp_max=weight_exp_max, sign_mode=chip_mode, name=name)
+        try:
+            return quantize_weights(w0, b, weight_exp=e, strict=True, **kw)
+        except ConfigError:
+            if e + 1 > weight_exp_max and strict:
+                raise
+            return quantize_weights(w0, b, weight_exp=min(e + 1, int(weight_exp_max)),
+                                    strict=strict, **kw)
     return QuantizedLayer(weights=mant, weight_exp=e, num_weight_bits=b,
-                          sign_mode=mode, scale=float(scale), overflow=n_bad)
+                          sign_mode=mode,
+                          scale=float(scale), overflow=n_bad)
 
 
 def full_range_scale(weights: np.ndarray, num_weight_bits: int = 8,
@@ -318,7 +336,7 @@ def fake_quantize(w_float: np.ndarray, bits: int = 8, *,
         return w.astype(np.asarray(w_float).dtype, copy=True)
     scale = full_range_scale(w, bits, 0, sign_mode)
     q = quantize_weights(w, bits, scale=scale, weight_exp=0, weight_exp_min=0,
-                         weight_exp_max=0, sign_mode=sign_mode, strict=True,
+                         weight_exp_max=8, sign_mode=sign_mode, strict=True,
                          name="fake_quantize")
     return q.dequantize().astype(np.asarray(w_float).dtype)
 
