@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from deepr_neuro import lava_compat
 from deepr_neuro.backends import get_backend
-from deepr_neuro.emulator import EmulatorBackend
+from deepr_neuro.emulator import EmulatorBackend, effective_bias, lif_step
 from deepr_neuro.integer_network import IntegerNetwork
 
 from test_emulator import chain, dense_layer, networks, neurons
@@ -56,6 +57,40 @@ def _lif_model(p, bias_mant):
     m.bias_exp = np.zeros(n, np.int16)
     m.bias_exp[:] = p.bias_exp
     return m
+
+
+_edges = [0, 1, -1, 131071, 131072, 131073, -131071, -131072, -131073,
+          1 << 19, -(1 << 19), (1 << 25) - 1, -(1 << 25), (1 << 26), -(1 << 26)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_lif_step_matches_lava_subthr_dynamics(data):
+    """One LIF step from arbitrary int32 state and input, against Lava's own methods:
+    decay, the single wrap (2**23 kept, -2**23 -> +2**23), int32 overflow of
+    a << 6, v clip, strict threshold, reset."""
+    n = data.draw(st.integers(1, 8))
+    ints = lambda lo, hi: st.lists(st.one_of(st.sampled_from([e for e in _edges if lo <= e <= hi]),
+                                             st.integers(lo, hi)), min_size=n, max_size=n)
+    a_in = np.array(data.draw(ints(-(1 << 26), 1 << 26)), np.int32)
+    u0 = np.array(data.draw(ints(-(1 << 30), 1 << 30)), np.int32)
+    v0 = np.array(data.draw(ints(-(1 << 23) + 1, (1 << 23) - 1)), np.int32)
+    bias_mant = np.array(data.draw(st.lists(st.integers(-4096, 4095), min_size=n, max_size=n)))
+    p = neurons(n, vth=data.draw(st.integers(0, 131071)), du=data.draw(st.integers(0, 4095)),
+                dv=data.draw(st.integers(0, 4095)), bias_exp=data.draw(st.integers(0, 7)),
+                bias=bias_mant)
+    m = _lif_model(p, p.bias_mant)
+    m.u[:], m.v[:] = u0, v0
+    m.scale_bias()
+    m.scale_threshold()
+    m.subthr_dynamics(activation_in=np.zeros(n, np.int16) + a_in)
+    s_lava = m.spiking_activation()
+    m.reset_voltage(s_lava)
+    u, v = u0.copy(), v0.copy()
+    s = lif_step(u, v, a_in.copy(), effective_bias(p.bias_mant, p.bias_exp), p)
+    assert s.tolist() == s_lava.tolist()
+    assert u.tolist() == m.u.tolist()
+    assert v.tolist() == m.v.tolist()
 
 
 def lava_kernels_run(net: IntegerNetwork, x, steps, seen=None):
