@@ -107,6 +107,7 @@ def main() -> None:
     b2i, t_b2i = timed(lambda: Brian2Backend(batch_size=args.batch).run(
         net, x, steps, record_spikes=True))
     exact = all(np.array_equal(a, b) for a, b in zip(emu.spikes, b2i.spikes))
+    print("(emulator and brian2 integer timed with full spike trains recorded)")
     print(f"emulator           {1e3 * t_emu / n:9.2f} ms/sample")
     print(f"brian2 (integer)   {1e3 * t_b2i / n:9.2f} ms/sample   "
           f"ratio brian2/emulator = {t_b2i / t_emu:.1f}x   "

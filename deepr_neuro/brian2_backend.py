@@ -62,8 +62,7 @@ read or changed.
 
 Code generation: numpy only (every object gets ``NumpyCodeObject``). Brian2
 2.9's Cython target does not compile the int64 update here ("Invalid use of
-fused types" in the generated .pyx, after ~30 s of compiling), so it is not
-offered.
+fused types" in the generated .pyx), so it is not offered.
 """
 from __future__ import annotations
 
@@ -252,6 +251,7 @@ class Brian2Backend(Backend):
             record_spikes: bool = False) -> SimResult:
         check_network(net)
         bias_in = check_inputs(net, x_uint8, steps)
+        steps = int(steps)
         n_samples = bias_in.shape[0]
         sizes = net.sizes
         counts = [np.zeros((n_samples, n), np.int32) for n in sizes]
