@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="steps per sample for the conversion")
     ap.add_argument("--steps-list", default="10,20,50,100,200")
     ap.add_argument("--bits", type=int, default=None, help="weight bits (default: the profile's)")
-    ap.add_argument("--max-rate", type=float, default=0.3)
+    ap.add_argument("--max-rate", type=float, default=0.6)
     ap.add_argument("--input-rate", type=float, default=0.4)
     ap.add_argument("--synaptic-tau", type=float, default=4.0)
     ap.add_argument("--reset-compensation", type=float, default=0.5)

@@ -244,7 +244,7 @@ def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
             num_weight_bits: Optional[int] = None,
             profile=None, fmt: Optional[ChipFormat] = None,
             steps: int = 100, percentile: float = 99.9,
-            max_rate=0.3, input_rate: float = 0.4,
+            max_rate=0.6, input_rate: float = 0.4,
             reset_compensation: float = 0.5, synaptic_tau: float = 4.0,
             names: Optional[Sequence[str]] = None,
             strict: bool = True) -> Tuple[IntegerNetwork, Dict]:
