@@ -98,10 +98,15 @@ def core_specs(plan: NetworkPlan) -> List[List[CoreSpec]]:
             for layer in plan.layers]
 
 
-def accuracy(x_uint8: np.ndarray, y: np.ndarray, deepr: DeepR) -> float:
+def accuracy(x_uint8: np.ndarray, y: np.ndarray, deepr: DeepR, batch: int = 500) -> float:
+    """Accuracy, converting to float one batch at a time (keeps peak memory low)."""
     if len(y) == 0:
         return float("nan")
-    return float(np.mean(predict(to_float(x_uint8), deepr.sparse_layers()) == y))
+    layers = deepr.sparse_layers()
+    correct = 0
+    for s in range(0, len(y), batch):
+        correct += int(np.sum(predict(to_float(x_uint8[s:s + batch]), layers, batch=batch) == y[s:s + batch]))
+    return correct / len(y)
 
 
 def to_float(x_uint8: np.ndarray) -> np.ndarray:
