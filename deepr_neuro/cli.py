@@ -142,7 +142,8 @@ def cmd_simulate(args) -> int:
 def cmd_crosscheck(args) -> int:
     from deepr_neuro.deploy import crosscheck_run
 
-    text, agree = crosscheck_run(Path(args.run), samples=args.samples, as_json=args.json)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    text, agree = crosscheck_run(Path(args.run), samples=args.samples, backends=backends, as_json=args.json)
     print(text)
     return 0 if agree else 1
 
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crosscheck", help="emulator vs Lava vs Brian2 on the same samples")
     p.add_argument("run")
     p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--backends", help="comma-separated subset, e.g. emulator,brian2,brian2-float "
+                                      "(default: emulator,lava,brian2,brian2-float)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_crosscheck)
     return parser
