@@ -25,8 +25,6 @@ Prints figures only; no assertion on time.
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
 import time
 
 import numpy as np
@@ -34,42 +32,10 @@ import numpy as np
 from deepr_neuro.brian2_backend import Brian2Backend
 from deepr_neuro.crosscheck import count_correlation
 from deepr_neuro.emulator import EmulatorBackend
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
-                                         SynapseLayer)
+from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
 
-FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
-
-
-def random_network(rng: np.random.Generator) -> IntegerNetwork:
-    sizes = [784, 300, 100, 10]
-    budgets = [2352, 900, 300]
-    vths = [60, 40, 30]
-    layers = []
-    for i, (n_in, n_out, k) in enumerate(zip(sizes[:-1], sizes[1:], budgets)):
-        flat = np.sort(rng.choice(n_in * n_out, size=k, replace=False))
-        rows, cols = (flat // n_in).astype(np.int32), (flat % n_in).astype(np.int32)
-        mag = rng.integers(20, 256, size=k)
-        sign = np.where(rng.random(k) < 0.7, 1, -1)
-        weights = np.clip(sign * mag, -256, 255).astype(np.int32)
-        layers.append(SynapseLayer(
-            name=f"fc{i + 1}", n_in=n_in, n_out=n_out, rows=rows, cols=cols,
-            weights=weights, weight_exp=0, num_weight_bits=8,
-            neurons=NeuronParams(vth=vths[i], du=4095, dv=0, bias_exp=0,
-                                 bias_mant=np.zeros(n_out, np.int32))))
-    inputs = NeuronParams(vth=300, du=4095, dv=0, bias_exp=6,
-                          bias_mant=np.zeros(784, np.int32))
-    return IntegerNetwork(input_neurons=inputs, encoding=InputEncoding(gain=1, shift=1),
-                          layers=layers)
-
-
-def load_inputs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    if os.path.exists(FASHION):
-        with gzip.open(FASHION, "rb") as fh:
-            data = np.frombuffer(fh.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
-        return data[:n].copy(), "Fashion-MNIST test images"
-    x = rng.integers(0, 256, size=(n, 784)).astype(np.uint8)
-    x[rng.random((n, 784)) < 0.8] = 0
-    return x, "random sparse images"
+# The same random LeNet-sized network and inputs as the emulator-vs-Lava benchmark.
+from bench_emulator_vs_lava import load_inputs, random_network  # noqa: E402
 
 
 def timed(fn):
