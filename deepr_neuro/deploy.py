@@ -64,8 +64,8 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
                weight_bits: Optional[int] = None) -> str:
     """Quantize + convert a trained run; add the integer network to its bundle."""
     from deepr_neuro.backends import get_backend
-    from deepr_neuro.convert import (convert, float_layers_from_arrays, integer_network_to_arrays,
-                                     quantized_ann_accuracy)
+    from deepr_neuro.convert import (ChipFormat, calibrate, convert, float_layers_from_arrays,
+                                     integer_network_to_arrays, quantized_ann_accuracy)
     from deepr_neuro.profile import HardwareProfile
     from deepr_neuro.quantize import float_accuracy
 
@@ -77,9 +77,23 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     layers = float_layers_from_arrays(arrays, manifest["layers"])
     rng = np.random.default_rng(0)
     n_cal = min(CALIBRATION_SAMPLES, len(data.y_train))
-    calib = data.x_train[np.sort(rng.choice(len(data.y_train), n_cal, replace=False))]
+    calib_idx = np.sort(rng.choice(len(data.y_train), n_cal, replace=False))
+    calib = data.x_train[calib_idx]
     net, snn = convert(layers, calib, profile=profile, steps=steps, num_weight_bits=weight_bits,
                        names=[layer["name"] for layer in manifest["layers"]])
+    # threshold / output-bias calibration on validation data (never the test set)
+    if len(data.y_val):
+        x_cal, y_cal, cal_source = data.x_val, data.y_val, "validation set"
+    else:
+        held = np.setdiff1d(np.arange(len(data.y_train)), calib_idx)
+        if held.size == 0:  # every training sample normalised the thresholds: reuse them
+            held = np.arange(len(data.y_train))
+        x_cal, y_cal, cal_source = data.x_train[held], data.y_train[held], "training set slice"
+    fmt = ChipFormat.from_profile(profile, num_weight_bits=weight_bits)
+    t_cal = time.perf_counter()
+    net, cal_info = calibrate(net, x_cal, y_cal, steps, fmt=fmt)
+    cal_info = dict(cal_info, data=cal_source, seconds=time.perf_counter() - t_cal)
+    snn = dict(snn, calibration=cal_info)
     t0 = time.perf_counter()
     result = get_backend("emulator").run(net, data.x_test, steps)
     t_sim = time.perf_counter() - t0

@@ -198,3 +198,33 @@ def test_arrays_missing_keys_are_bundle_errors(trained):
     del arrays["l1_vth"]
     with pytest.raises(BundleError, match="l1_vth"):
         integer_network_from_arrays(arrays)
+
+
+def test_calibration_never_lowers_validation_accuracy_and_stays_in_range(trained):
+    from deepr_neuro.convert import calibrate
+    from deepr_neuro.emulator import check_network
+    layers, ds, net, info = trained
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(ds.y_train), 300, replace=False)
+    xv, yv = ds.x_train[idx], ds.y_train[idx]
+    fmt = ChipFormat()
+    before = snn_accuracy(net, xv, yv, 50)
+    cal, ci = calibrate(net, xv, yv, 50, fmt=fmt, passes=1)
+    after = snn_accuracy(cal, xv, yv, 50)
+    assert after >= before
+    assert ci["val_accuracy_before"] == pytest.approx(before)
+    assert ci["val_accuracy_after"] == pytest.approx(after)
+    check_network(cal)
+    for L0, L1 in zip(net.layers, cal.layers):
+        assert 1 <= L1.neurons.vth <= fmt.vth_max
+        assert np.array_equal(L0.weights, L1.weights) and L0.weight_exp == L1.weight_exp
+    out = cal.layers[-1].neurons
+    assert fmt.bias_mant_min <= out.bias_mant.min() <= out.bias_mant.max() <= fmt.bias_mant_max
+    assert 0 <= out.bias_exp <= fmt.bias_exp_max
+    assert len(set(out.bias_mant.tolist())) == 1  # a common shift of all logits
+    for L in cal.layers[:-1]:
+        assert not np.any(L.neurons.bias_mant)
+    json.dumps(ci)
+    # round trip through the bundle arrays keeps the calibrated integers
+    assert networks_equal(integer_network_from_arrays(integer_network_to_arrays(cal),
+                                                      names=[L.name for L in cal.layers]), cal)
