@@ -28,7 +28,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--lr-decay", type=float, help="learning rate factor per epoch")
     p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--method", choices=["deepr", "soft-deepr", "global-deepr"])
+    p.add_argument("--method", choices=["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse",
+                                        "prune-retrain", "l1"],
+                   help="DEEP R variant, or a baseline: dense, fixed-sparse, prune-retrain, l1")
+    p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
+    p.add_argument("--prune-epoch-fraction", type=float,
+                   help="prune-retrain: share of epochs trained dense before pruning")
     p.add_argument("--alpha", type=float, help="L1 coefficient on active connections")
     p.add_argument("--noise", type=float, help="noise scale sigma (temperature T = lr sigma^2 / 2)")
     p.add_argument("--theta-min", type=float, help="soft-DEEP R clip (default: reference rule of thumb)")
@@ -77,7 +82,8 @@ def cmd_train(args) -> int:
     spec = spec.with_overrides(
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_decay=args.lr_decay, optimizer=args.optimizer, method=args.method, alpha=args.alpha,
-        noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction)
+        noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction,
+        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction)
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)

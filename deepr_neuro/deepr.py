@@ -19,11 +19,19 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.rewiring import (CoreSpec, LayerConnections, init_layer, rewire_deepr,
-                                  rewire_global, soft_update_active)
+from deepr_neuro.rewiring import (CoreSpec, LayerConnections, init_free_layer, init_layer,
+                                  prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.sparse_mlp import SparseLayer
 
-METHODS = ("deepr", "soft-deepr", "global-deepr")
+REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
+# Baselines users compare against, trained by the same loop on ordinary signed
+# weights (no rewiring, no noise):
+#   dense          every connection (the network at connectivity 1.0)
+#   fixed-sparse   K_c random connections per core, never moved
+#   prune-retrain  dense, then keep the K_c largest per core, retrain (Han et al. 2015)
+#   l1             dense with L1 shrinkage, then keep the K_c largest per core
+BASELINES = ("dense", "fixed-sparse", "prune-retrain", "l1")
+METHODS = REWIRING_METHODS + BASELINES
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -65,6 +73,10 @@ class DeepR:
         self.t = 0  # Adam step counter
         self.layers: List[LayerConnections] = []
         for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
+            if config.method in BASELINES:
+                dense = config.method != "fixed-sparse"
+                self.layers.append(init_free_layer(rng, n_in, n_out, cores, dense=dense))
+                continue
             tmin = None
             if config.method == "soft-deepr":
                 tmin = config.theta_min
@@ -114,11 +126,26 @@ class DeepR:
         vhat = v / (1 - c.adam_beta2 ** self.t)
         return mhat / (np.sqrt(vhat) + c.adam_eps)
 
+    @property
+    def rewires(self) -> bool:
+        return self.config.method in REWIRING_METHODS
+
+    def prune(self) -> None:
+        """Baselines: keep the K_c largest-magnitude connections of every core."""
+        for i, layer in enumerate(self.layers):
+            kept = prune_to_budget(layer)
+            for name, arr in self.moments[i].items():
+                self.moments[i][name] = arr[kept]
+
     def step(self, grads_w: Sequence[np.ndarray], lr: float) -> List[int]:
         """Apply one update given dL/dw per slot; returns connections rewired per layer."""
         c = self.config
         self.t += 1
         replaced = [0] * len(self.layers)
+        if not self.rewires:
+            for i, (layer, gw) in enumerate(zip(self.layers, grads_w)):
+                layer.theta -= lr * (self._update(i, gw) + c.alpha * np.sign(layer.theta))
+            return replaced
         for i, (layer, gw) in enumerate(zip(self.layers, grads_w)):
             g_theta = gw * layer.slot_sign  # dL/dtheta = s * dL/dw on active connections
             if c.method == "soft-deepr":

@@ -109,7 +109,11 @@ class TrainingSpec(BaseModel):
     lr_decay: float = Field(0.8, gt=0, le=1, description="lr multiplied by this after every epoch")
     alpha: float = Field(1e-5, ge=0, description="L1 coefficient on active theta")
     noise: float = Field(1e-5, ge=0, description="noise scale sigma; temperature T = lr*sigma^2/2")
-    method: Literal["deepr", "soft-deepr", "global-deepr"] = "deepr"
+    method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
+                    "l1"] = "deepr"
+    l1_alpha: float = Field(1e-4, ge=0, description="L1 strength of the l1 baseline (other methods use alpha)")
+    prune_epoch_fraction: float = Field(
+        0.5, gt=0, lt=1, description="prune-retrain: share of the epochs trained dense before pruning")
     theta_min: Optional[float] = Field(
         None, le=0, description="soft-DEEP R lower clip of theta; null: the reference "
         "code's rule of thumb -(1-p)/(p*alpha/T) per layer (see reference_theta_min)")

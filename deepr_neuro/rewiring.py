@@ -52,8 +52,11 @@ class LayerConnections:
 
     def __init__(self, n_in: int, n_out: int, cores: Sequence[CoreSpec], signs: np.ndarray,
                  rows: np.ndarray, cols: np.ndarray, theta: np.ndarray,
-                 theta_dense: Optional[np.ndarray] = None):
+                 theta_dense: Optional[np.ndarray] = None, free_sign: bool = False):
         self.n_in = int(n_in)
+        # Baselines (dense, fixed sparse, pruning, L1) train ordinary signed
+        # weights: every slot is a connection and its weight is theta itself.
+        self.free_sign = bool(free_sign)
         self.n_out = int(n_out)
         self.cores = list(cores)
         self.signs = signs.astype(np.int8, copy=False)  # (n_out, n_in), fixed
@@ -75,33 +78,44 @@ class LayerConnections:
         self.rows = np.asarray(rows, dtype=np.int32)
         self.cols = np.asarray(cols, dtype=np.int32)
         self.theta = np.asarray(theta, dtype=np.float64)
-        self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
+        if self.free_sign:
+            self.slot_sign = np.ones(len(self.theta))
+        else:
+            self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
         self.occupied = np.zeros(self.n_out * self.n_in, dtype=bool)
-        self.occupied[self.keys()[self.theta > 0]] = True
+        self.occupied[self.keys()[self.active_mask()]] = True
+
+    def active_mask(self) -> np.ndarray:
+        """Which slots hold a connection: theta > 0 (DEEP R), every slot (baselines)."""
+        if self.free_sign:
+            return np.ones(len(self.theta), dtype=bool)
+        return self.theta > 0
 
     @property
     def n_active(self) -> int:
-        return int(np.count_nonzero(self.theta > 0))
+        return int(np.count_nonzero(self.active_mask()))
 
     def weights(self) -> np.ndarray:
-        """Weight of every slot (0 where theta <= 0)."""
+        """Weight of every slot (DEEP R: s * theta, 0 where theta <= 0; baselines: theta)."""
+        if self.free_sign:
+            return self.theta.copy()
         return self.slot_sign * np.maximum(self.theta, 0.0)
 
     def core_counts(self) -> np.ndarray:
         """Active connections per core (local core order)."""
-        active = self.theta > 0
+        active = self.active_mask()
         return np.bincount(self.local_core_of_post[self.rows[active]], minlength=len(self.cores))
 
     def core_axons(self) -> np.ndarray:
         """Distinct presynaptic neurons per core among active connections."""
-        active = self.theta > 0
+        active = self.active_mask()
         core = self.local_core_of_post[self.rows[active]].astype(np.int64)
         pairs = np.unique(core * self.n_in + self.cols[active])
         return np.bincount(pairs // self.n_in, minlength=len(self.cores))
 
     def sorted_arrays(self):
         """(rows, cols, weight) of active connections, sorted by (row, col)."""
-        active = self.theta > 0
+        active = self.active_mask()
         r, c, w = self.rows[active], self.cols[active], self.weights()[active]
         order = np.lexsort((c, r))
         return r[order].astype(np.int32), c[order].astype(np.int32), w[order]
@@ -202,6 +216,53 @@ def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[
         dense = rng.random((n_out, n_in)) * float(soft_theta_min)
         dense[rows, cols] = theta
     return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, theta_dense=dense)
+
+
+def init_free_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CoreSpec],
+                    dense: bool) -> LayerConnections:
+    """Baseline layer with signed weights: every potential connection (``dense``)
+    or K_c random ones per core (fixed sparse), w = s |N(0,1)| / sqrt(n_in)."""
+    if dense:
+        signs = random_signs(rng, n_out, n_in)
+        keys = np.arange(n_out * n_in, dtype=np.int64)
+        rows, cols = keys // n_in, keys % n_in
+        theta = np.abs(rng.standard_normal(len(keys))) / np.sqrt(n_in)
+    else:
+        layer = init_layer(rng, n_in, n_out, cores)
+        signs, rows, cols, theta = layer.signs, layer.rows, layer.cols, layer.theta
+    theta = theta * signs[rows, cols]
+    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, free_sign=True)
+
+
+def prune_to_budget(layer: LayerConnections) -> np.ndarray:
+    """Keep the K_c largest-magnitude connections of every core (within its axon limit).
+
+    Returns the indices of the kept slots (the caller keeps optimiser state
+    in step). Where a core's axon limit could bind, connections are taken in
+    order of magnitude, skipping those from a new presynaptic neuron once the
+    core listens to A_c of them.
+    """
+    keep = []
+    slot_core = layer.local_core_of_post[layer.rows]
+    mag = np.abs(layer.theta)
+    for ci, core in enumerate(layer.cores):
+        on = np.flatnonzero(slot_core == ci)
+        order = on[np.argsort(-mag[on], kind="stable")]
+        if layer.n_in <= core.axon_limit:
+            keep.append(order[:core.budget])
+            continue
+        pres, chosen = set(), []
+        for k in order:
+            if len(chosen) == core.budget:
+                break
+            pre = int(layer.cols[k])
+            if pre in pres or len(pres) < core.axon_limit:
+                pres.add(pre)
+                chosen.append(k)
+        keep.append(np.array(chosen, dtype=np.int64))
+    kept = np.sort(np.concatenate(keep)) if keep else np.empty(0, np.int64)
+    layer.set_slots(layer.rows[kept], layer.cols[kept], layer.theta[kept])
+    return kept
 
 
 # ---------------------------------------------------------------------------

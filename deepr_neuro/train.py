@@ -57,6 +57,8 @@ class TrainSettings:
     seed: int
     connectivity: Optional[float]
     weight_bits: Optional[int]
+    l1_alpha: float = 1e-4
+    prune_epoch_fraction: float = 0.5
 
     @classmethod
     def from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None) -> "TrainSettings":
@@ -65,10 +67,17 @@ class TrainSettings:
                    optimizer=t.optimizer, lr=t.lr, lr_decay=t.lr_decay, alpha=t.alpha, noise=t.noise,
                    method=t.method, theta_min=t.theta_min, adam_beta1=t.adam_beta1,
                    adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, val_fraction=t.val_fraction,
-                   seed=t.seed, connectivity=connectivity, weight_bits=weight_bits)
+                   seed=t.seed, connectivity=connectivity, weight_bits=weight_bits,
+                   l1_alpha=t.l1_alpha, prune_epoch_fraction=t.prune_epoch_fraction)
+
+    @property
+    def prune_epoch(self) -> int:
+        """prune-retrain: epochs trained dense before pruning (at least 1, at most epochs - 1)."""
+        return min(max(1, round(self.prune_epoch_fraction * self.epochs)), max(1, self.epochs - 1))
 
     def deepr_config(self) -> DeepRConfig:
-        return DeepRConfig(method=self.method, optimizer=self.optimizer, alpha=self.alpha, noise=self.noise,
+        alpha = self.l1_alpha if self.method == "l1" else self.alpha
+        return DeepRConfig(method=self.method, optimizer=self.optimizer, alpha=alpha, noise=self.noise,
                            theta_min=self.theta_min, adam_beta1=self.adam_beta1,
                            adam_beta2=self.adam_beta2, adam_eps=self.adam_eps)
 
@@ -77,7 +86,13 @@ def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     """Map the model's layers onto the profile's cores with per-core budgets."""
     from deepr_neuro.model_spec import layer_budgets
 
-    budgets = layer_budgets(spec, settings.connectivity, profile, settings.weight_bits)
+    connectivity = settings.connectivity
+    if settings.method == "dense":
+        if connectivity not in (None, 1.0):
+            raise ConfigError(f"--method dense trains every connection: --connectivity must be 1.0 "
+                              f"(got {connectivity}); use fixed-sparse or deepr for a sparse network")
+        connectivity = 1.0
+    budgets = layer_budgets(spec, connectivity, profile, settings.weight_bits)
     npc = profile.neurons_per_core
     if spec.max_neurons_per_core is not None:
         npc = min(npc, spec.max_neurons_per_core)
@@ -120,7 +135,7 @@ def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
         counts = layer.core_counts()
         axons = layer.core_axons()
         for c, n, a in zip(lp.cores, counts, axons):
-            if method == "deepr" and n != c.budget:
+            if method not in ("soft-deepr", "global-deepr") and n != c.budget:
                 raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active != budget {c.budget}")
             if n > c.capacity:
                 raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active > capacity {c.capacity}")
@@ -194,8 +209,19 @@ class Trainer:
     def lr_at(self, epoch: int) -> float:
         return self.settings.lr * self.settings.lr_decay ** epoch
 
+    def maybe_prune(self, final: bool = False) -> bool:
+        """Baselines that prune: prune-retrain after its dense phase, l1 at the very end."""
+        m = self.settings.method
+        due = (m == "prune-retrain" and self.epoch == self.settings.prune_epoch) or (m == "l1" and final)
+        over_budget = sum(layer.n_active for layer in self.deepr.layers) > self.plan.total_budget
+        if due and over_budget:
+            self.deepr.prune()
+            return True
+        return False
+
     def run_epoch(self, bar=None) -> Dict[str, Any]:
         s = self.settings
+        pruned = self.maybe_prune()
         x, y = self.data.x_train, self.data.y_train
         n = len(y)
         order = self.data_rng.permutation(n)
@@ -233,6 +259,8 @@ class Trainer:
             "seconds_gradient": t_grad, "seconds_update_and_rewiring": t_rewire,
             "active": [int(layer.n_active) for layer in self.deepr.layers],
         }
+        if pruned:
+            record["pruned_before_epoch"] = True
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -248,6 +276,8 @@ class Trainer:
             arrays[f"l{i}_core"] = lp.core_of_post
         arrays["input_core"] = np.concatenate(
             [np.full(c.n_neurons, c.core_id, dtype=np.int32) for c in self.plan.input_cores])
+        # connections rewired at every training step (all layers), for rewiring-dynamics plots
+        arrays["rewired_per_step"] = np.array([v for e in self.rewired_per_step for v in e], dtype=np.int32)
         return arrays
 
     def manifest(self) -> Dict[str, Any]:
@@ -333,6 +363,13 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     finally:
         if bar is not None:
             bar.close()
+    if trainer.maybe_prune(final=True):
+        last = trainer.history[-1]
+        for key in ("val_accuracy", "test_accuracy"):
+            last[f"{key}_before_prune"] = last[key]
+        last["val_accuracy"] = accuracy(dataset.x_val, dataset.y_val, trainer.deepr)
+        last["test_accuracy"] = accuracy(dataset.x_test, dataset.y_test, trainer.deepr)
+        last["active"] = [int(layer.n_active) for layer in trainer.deepr.layers]
     check_invariants(trainer.deepr, trainer.plan, settings.method)
     trainer.write_bundle()
     return trainer

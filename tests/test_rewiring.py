@@ -33,7 +33,7 @@ def _plan(sizes, npc, axon_limit, budgets):
 
 def _check(deepr, plan, exact=True):
     for layer, lp in zip(deepr.layers, plan.layers):
-        keys = layer.keys()[layer.theta > 0]
+        keys = layer.keys()[layer.active_mask()]
         assert len(np.unique(keys)) == len(keys), "a connection is active twice"
         assert np.array_equal(np.flatnonzero(layer.occupied), np.sort(keys)), "occupancy bitmap out of step"
         assert np.all((layer.rows >= 0) & (layer.rows < lp.n_out))
@@ -169,3 +169,21 @@ def test_sparse_gradients_match_finite_differences():
             lm, _, _ = loss_and_grads(x, y, layers)
             layer.w[k] += eps
             assert grads[li][k] == pytest.approx((lp - lm) / (2 * eps), abs=1e-6)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=networks(), seed=st.integers(0, 2**31 - 1))
+def test_pruning_baselines_land_exactly_on_core_budgets_within_axon_limits(net, seed):
+    plan = _plan(*net)
+    rng = np.random.default_rng(seed)
+    shapes = [(lp.n_in, lp.n_out) for lp in plan.layers]
+    dr = DeepR(rng, shapes, core_specs(plan), DeepRConfig(method="prune-retrain", optimizer="adam"), lr=0.01)
+    for layer, (n_in, n_out) in zip(dr.layers, shapes):
+        assert layer.n_active == n_in * n_out  # dense phase
+    grads = [rng.standard_normal(len(layer.theta)) for layer in dr.layers]
+    dr.step(grads, lr=0.01)
+    dr.prune()
+    _check(dr, plan)
+    assert all(len(m["m"]) == len(layer.theta) for m, layer in zip(dr.moments, dr.layers))
+    dr.step([rng.standard_normal(len(layer.theta)) for layer in dr.layers], lr=0.01)
+    _check(dr, plan)  # the mask stays fixed while retraining

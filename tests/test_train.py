@@ -46,7 +46,8 @@ def test_seed_makes_runs_reproducible(tmp_path, digits):
 
 
 @pytest.mark.parametrize("method,optimizer", [("deepr", "adam"), ("deepr", "sgd"), ("global-deepr", "adam"),
-                                              ("soft-deepr", "sgd")])
+                                              ("soft-deepr", "sgd"), ("prune-retrain", "adam"), ("l1", "sgd"),
+                                              ("fixed-sparse", "adam")])
 def test_resume_after_kill_equals_uninterrupted(tmp_path, digits, method, optimizer):
     lr = 0.003 if optimizer == "adam" else 0.05
     spec, s = _settings(load_model_spec(DIGITS), epochs=4, method=method, optimizer=optimizer, lr=lr)
@@ -154,3 +155,39 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "deepr-neuro"
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "deepr-neuro" in out.stdout
+
+
+@pytest.mark.parametrize("method", ["fixed-sparse", "prune-retrain", "l1"])
+def test_baselines_end_exactly_on_the_per_core_budgets(tmp_path, digits, method):
+    tr = _train(tmp_path, digits, method, epochs=4, method=method)
+    manifest, arrays = load_bundle(tmp_path / method)
+    for i, layer in enumerate(manifest["layers"]):
+        core = arrays[f"l{i}_core"][arrays[f"l{i}_rows"]]
+        for c in layer["cores"]:
+            assert int(np.sum(core == c["core"])) == c["budget"]
+        assert np.any(arrays[f"l{i}_weight"] < 0) and np.any(arrays[f"l{i}_weight"] > 0)
+    assert sum(tr.history[-1]["rewired"]) == 0
+    if method == "l1":
+        assert "test_accuracy_before_prune" in tr.history[-1]
+    if method == "prune-retrain":
+        assert tr.history[2].get("pruned_before_epoch") is True  # pruned after 2 of 4 epochs
+        assert tr.history[1]["active"][0] == 64 * 128  # dense phase
+    assert manifest["metrics"]["test_accuracy"] > 0.5
+
+
+def test_dense_baseline_uses_every_connection(tmp_path, digits):
+    tr = _train(tmp_path, digits, "dense", epochs=1, method="dense")
+    assert [lp.budget for lp in tr.plan.layers] == [64 * 128, 128 * 64, 64 * 10]
+    spec, s = _settings(load_model_spec(DIGITS), epochs=1, method="dense")
+    s.connectivity = 0.1
+    with pytest.raises(ConfigError, match="dense"):
+        train(load_profile(LOIHI), spec, s, digits, tmp_path / "d2", progress=False)
+
+
+def test_rewiring_counts_per_step_are_saved(tmp_path, digits):
+    tr = _train(tmp_path, digits, "rw", epochs=2)
+    _, arrays = load_bundle(tmp_path / "rw")
+    per_step = arrays["rewired_per_step"]
+    steps = -(-len(digits.y_train) // tr.settings.batch_size)
+    assert per_step.shape == (2 * steps,)
+    assert per_step.sum() == sum(sum(h["rewired"]) for h in tr.history)
