@@ -32,6 +32,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                                         "prune-retrain", "l1"],
                    help="DEEP R variant, or a baseline: dense, fixed-sparse, prune-retrain, l1")
     p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
+    p.add_argument("--qat-epochs", type=int,
+                   help="train the last N epochs with quantized weights in the forward pass "
+                        "(straight-through; budgets still enforced)")
     p.add_argument("--prune-epoch-fraction", type=float,
                    help="prune-retrain: share of epochs trained dense before pruning")
     p.add_argument("--alpha", type=float, help="L1 coefficient on active connections")
@@ -83,7 +86,7 @@ def cmd_train(args) -> int:
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_decay=args.lr_decay, optimizer=args.optimizer, method=args.method, alpha=args.alpha,
         noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction,
-        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction)
+        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction, qat_epochs=args.qat_epochs)
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)

@@ -28,6 +28,7 @@ from deepr_neuro.bundle import git_commit, save_bundle, write_json, write_npz
 from deepr_neuro.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.mapping import NetworkPlan, plan_network
+from deepr_neuro.quantize import fake_quantize
 from deepr_neuro.rewiring import CoreSpec
 from deepr_neuro.sparse_mlp import loss_and_grads, predict
 
@@ -59,6 +60,7 @@ class TrainSettings:
     weight_bits: Optional[int]
     l1_alpha: float = 1e-4
     prune_epoch_fraction: float = 0.5
+    qat_epochs: int = 0
 
     @classmethod
     def from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None) -> "TrainSettings":
@@ -68,7 +70,8 @@ class TrainSettings:
                    method=t.method, theta_min=t.theta_min, adam_beta1=t.adam_beta1,
                    adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, val_fraction=t.val_fraction,
                    seed=t.seed, connectivity=connectivity, weight_bits=weight_bits,
-                   l1_alpha=t.l1_alpha, prune_epoch_fraction=t.prune_epoch_fraction)
+                   l1_alpha=t.l1_alpha, prune_epoch_fraction=t.prune_epoch_fraction,
+                   qat_epochs=t.qat_epochs)
 
     @property
     def prune_epoch(self) -> int:
@@ -222,6 +225,8 @@ class Trainer:
     def run_epoch(self, bar=None) -> Dict[str, Any]:
         s = self.settings
         pruned = self.maybe_prune()
+        qat = self.epoch >= s.epochs - s.qat_epochs
+        qat_bits = s.weight_bits or self.profile.weight_bits
         x, y = self.data.x_train, self.data.y_train
         n = len(y)
         order = self.data_rng.permutation(n)
@@ -237,7 +242,11 @@ class Trainer:
         for i in range(n_steps):
             idx = order[i * s.batch_size:(i + 1) * s.batch_size]
             ta = time.perf_counter()
-            loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], self.deepr.sparse_layers())
+            layers = self.deepr.sparse_layers()
+            if qat:  # quantization-aware: forward with the chip's weights, straight-through gradient
+                for layer in layers:
+                    layer.w = fake_quantize(layer.w, qat_bits)
+            loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], layers)
             tb = time.perf_counter()
             replaced = self.deepr.step(grads, lr)
             t_rewire += time.perf_counter() - tb
@@ -258,6 +267,7 @@ class Trainer:
             "rewired": [int(v) for v in rewired], "seconds": seconds,
             "seconds_gradient": t_grad, "seconds_update_and_rewiring": t_rewire,
             "active": [int(layer.n_active) for layer in self.deepr.layers],
+            "quantization_aware": bool(qat),
         }
         if pruned:
             record["pruned_before_epoch"] = True

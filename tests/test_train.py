@@ -191,3 +191,11 @@ def test_rewiring_counts_per_step_are_saved(tmp_path, digits):
     steps = -(-len(digits.y_train) // tr.settings.batch_size)
     assert per_step.shape == (2 * steps,)
     assert per_step.sum() == sum(sum(h["rewired"]) for h in tr.history)
+
+
+def test_quantization_aware_epochs_keep_budgets_and_match_quantized_accuracy(tmp_path, digits):
+    tr = _train(tmp_path, digits, "qat", epochs=4, qat_epochs=2)
+    assert [h["quantization_aware"] for h in tr.history] == [False, False, True, True]
+    from deepr_neuro.train import check_invariants
+    check_invariants(tr.deepr, tr.plan, "deepr")
+    assert tr.history[-1]["active"] == [lp.budget for lp in tr.plan.layers]
