@@ -1,4 +1,4 @@
-"""Command line: ``deepr-neuro profiles|train|report|export|simulate|crosscheck``.
+"""Command line: ``deepr-neuro profiles|train|report|export|simulate|crosscheck|sweep|plot``.
 
 Every user mistake ends as one ``error:`` line naming the file, field and fix
 (exit status 2), never a traceback. Lava and Brian2 are imported only by the
@@ -157,6 +157,41 @@ def cmd_crosscheck(args) -> int:
     return 0 if agree else 1
 
 
+def cmd_sweep(args) -> int:
+    from deepr_neuro.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
+
+    overrides = {k: getattr(args, k) for k in (
+        "dataset", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "alpha", "noise", "theta_min",
+        "val_fraction", "l1_alpha", "qat_epochs", "prune_epoch_fraction") if getattr(args, k) is not None}
+    config = SweepConfig(profile_path=args.profile, model_path=args.model, out=args.out,
+                         methods=parse_name_list(args.methods),
+                         connectivities=parse_float_list(args.connectivity), seeds=args.seeds,
+                         base_seed=args.seed, overrides=overrides, data_dir=args.data_dir,
+                         weight_bits=args.weight_bits)
+    outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
+                        progress=not args.no_progress, overwrite=args.overwrite)
+    from deepr_neuro.sweep import SUMMARY_MD
+
+    print((Path(args.out) / SUMMARY_MD).read_text(), end="")
+    print(f"{len(outcome.ran)} cells trained now, {len(outcome.reused)} already done, "
+          f"{len(outcome.skipped)} skipped now, {len(outcome.failed)} failed; results in {args.out}/results/, "
+          f"plots: deepr-neuro plot {args.out}")
+    if outcome.failed:
+        print("failed cells (run the same command again to retry them): " + ", ".join(outcome.failed),
+              file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def cmd_plot(args) -> int:
+    from deepr_neuro.plots import plot_sweep
+
+    written = plot_sweep(Path(args.sweep), out_dir=Path(args.to) if args.to else None,
+                         budget_connectivity=args.budget_connectivity)
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepr-neuro",
@@ -199,6 +234,47 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: emulator,lava,brian2,brian2-float)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_crosscheck)
+
+    p = sub.add_parser("sweep", help="grid connectivity x method x seed, in parallel; resumable")
+    p.add_argument("--profile", required=True, help="hardware profile YAML (e.g. hardware_profiles/loihi.yaml)")
+    p.add_argument("--model", required=True, help="model spec YAML (e.g. models/lenet300_100.yaml)")
+    p.add_argument("--out", required=True, help="sweep directory (a rerun continues it)")
+    p.add_argument("--connectivity", required=True,
+                   help="comma-separated whole-network fractions, e.g. 0.005,0.01,0.0133,0.02,0.05,0.1,1.0")
+    p.add_argument("--methods", default="deepr",
+                   help="comma-separated training methods, e.g. deepr,soft-deepr,global-deepr (default deepr)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per cell: base seed, base+1, ... (default 1)")
+    p.add_argument("--seed", type=int, help="base seed (default: the spec's)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: all cores; 1 = in this process)")
+    p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:PORT: run the cells on that cluster "
+                                       "(workers need the same sweep directory path)")
+    p.add_argument("--dataset", help="digits | fashion-mnist | mnist (default: the spec's)")
+    p.add_argument("--data-dir", help="directory with IDX files")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-decay", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--noise", type=float)
+    p.add_argument("--theta-min", type=float)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
+    p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
+    p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
+    p.add_argument("--weight-bits", type=int)
+    p.add_argument("--overwrite", action="store_true", help="delete the sweep directory first")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="PNG plots and a Markdown table of a sweep directory")
+    p.add_argument("sweep", help="sweep directory (deepr-neuro sweep --out)")
+    p.add_argument("--to", help="folder for the PNG files (default: SWEEP/plots)")
+    p.add_argument("--budget-connectivity", type=float,
+                   help="connectivity whose runs the per-core budget plot shows (default: the spec's own, "
+                        "or the sparsest with results)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
