@@ -32,6 +32,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                                         "prune-retrain", "l1"],
                    help="DEEP R variant, or a baseline: dense, fixed-sparse, prune-retrain, l1")
     p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
+    p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
     p.add_argument("--qat-epochs", type=int,
                    help="train the last N epochs with quantized weights in the forward pass "
                         "(straight-through; budgets still enforced)")
@@ -86,7 +87,8 @@ def cmd_train(args) -> int:
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         lr_decay=args.lr_decay, optimizer=args.optimizer, method=args.method, alpha=args.alpha,
         noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction,
-        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction, qat_epochs=args.qat_epochs)
+        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction, qat_epochs=args.qat_epochs,
+        dense_lr=args.dense_lr)
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta-min", type=float)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
+    p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
     p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
     p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
     p.add_argument("--weight-bits", type=int)

@@ -105,7 +105,8 @@ class DeepR:
 
     # ------------------------------------------------------------------
     def sparse_layers(self) -> List[SparseLayer]:
-        return [SparseLayer(layer.n_in, layer.n_out, layer.rows, layer.cols, layer.weights())
+        return [SparseLayer(layer.n_in, layer.n_out, layer.rows, layer.cols, layer.weights(),
+                            full=layer.is_full_row_major())
                 for layer in self.layers]
 
     def _update(self, i: int, g_theta: np.ndarray, index=None) -> np.ndarray:

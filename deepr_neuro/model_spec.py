@@ -112,6 +112,8 @@ class TrainingSpec(BaseModel):
     method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
                     "l1"] = "deepr"
     l1_alpha: float = Field(1e-4, ge=0, description="L1 strength of the l1 baseline (other methods use alpha)")
+    dense_lr: Optional[float] = Field(None, gt=0, description="learning rate of the baselines with a dense "
+                                                             "phase (dense, prune-retrain, l1); null = lr")
     qat_epochs: int = Field(0, ge=0, description="last epochs trained with quantized weights in the "
                                                   "forward pass (straight-through), budgets still enforced")
     prune_epoch_fraction: float = Field(

@@ -78,12 +78,22 @@ class LayerConnections:
         self.rows = np.asarray(rows, dtype=np.int32)
         self.cols = np.asarray(cols, dtype=np.int32)
         self.theta = np.asarray(theta, dtype=np.float64)
+        self._full_checked = None
         if self.free_sign:
             self.slot_sign = np.ones(len(self.theta))
         else:
             self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
         self.occupied = np.zeros(self.n_out * self.n_in, dtype=bool)
         self.occupied[self.keys()[self.active_mask()]] = True
+
+    def is_full_row_major(self) -> bool:
+        """Every connection present, slots in (row, col) order (dense baselines)."""
+        if not self.free_sign or len(self.theta) != self.n_in * self.n_out:
+            return False
+        if self._full_checked is None or self._full_checked[0] is not self.rows:
+            ordered = bool(np.array_equal(self.keys(), np.arange(self.n_in * self.n_out)))
+            self._full_checked = (self.rows, ordered)
+        return self._full_checked[1]
 
     def active_mask(self) -> np.ndarray:
         """Which slots hold a connection: theta > 0 (DEEP R), every slot (baselines)."""

@@ -28,12 +28,15 @@ class SparseLayer:
     rows: np.ndarray  # post index per connection
     cols: np.ndarray  # pre index per connection
     w: np.ndarray  # weight per connection (float64)
+    full: bool = False  # every connection present, in row-major order: w is the matrix itself
 
     @property
     def dense(self) -> bool:
-        return len(self.w) > DENSE_ABOVE * self.n_in * self.n_out
+        return self.full or len(self.w) > DENSE_ABOVE * self.n_in * self.n_out
 
     def matrix(self) -> np.ndarray:
+        if self.full:
+            return self.w.reshape(self.n_out, self.n_in)
         W = np.zeros((self.n_out, self.n_in))
         W[self.rows, self.cols] = self.w
         return W
@@ -59,7 +62,7 @@ def layer_backward(dA: np.ndarray, h: np.ndarray, layer: SparseLayer, cache: dic
     B = dA.shape[0]
     if layer.dense:
         G = dA.T @ h  # (n_out, n_in)
-        gw = G[layer.rows, layer.cols]
+        gw = G.ravel() if layer.full else G[layer.rows, layer.cols]
         dh = dA @ cache["W"] if need_input_grad else None
         return gw, dh
     dAg = dA[:, layer.rows]  # (B, K)

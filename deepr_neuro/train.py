@@ -61,6 +61,7 @@ class TrainSettings:
     l1_alpha: float = 1e-4
     prune_epoch_fraction: float = 0.5
     qat_epochs: int = 0
+    dense_lr: Optional[float] = None
 
     @classmethod
     def from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None) -> "TrainSettings":
@@ -71,7 +72,7 @@ class TrainSettings:
                    adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, val_fraction=t.val_fraction,
                    seed=t.seed, connectivity=connectivity, weight_bits=weight_bits,
                    l1_alpha=t.l1_alpha, prune_epoch_fraction=t.prune_epoch_fraction,
-                   qat_epochs=t.qat_epochs)
+                   qat_epochs=t.qat_epochs, dense_lr=t.dense_lr)
 
     @property
     def prune_epoch(self) -> int:
@@ -210,7 +211,11 @@ class Trainer:
 
     # -- training ---------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
-        return self.settings.lr * self.settings.lr_decay ** epoch
+        s = self.settings
+        lr = s.lr
+        if s.method in ("dense", "prune-retrain", "l1") and s.dense_lr is not None:
+            lr = s.dense_lr  # a dense network does not train at DEEP R's sparse learning rate
+        return lr * s.lr_decay ** epoch
 
     def maybe_prune(self, final: bool = False) -> bool:
         """Baselines that prune: prune-retrain after its dense phase, l1 at the very end."""
