@@ -187,3 +187,18 @@ def test_pruning_baselines_land_exactly_on_core_budgets_within_axon_limits(net, 
     assert all(len(m["m"]) == len(layer.theta) for m, layer in zip(dr.moments, dr.layers))
     dr.step([rng.standard_normal(len(layer.theta)) for layer in dr.layers], lr=0.01)
     _check(dr, plan)  # the mask stays fixed while retraining
+
+
+def test_full_row_major_layers_give_the_same_loss_and_gradients_as_slots():
+    rng = np.random.default_rng(2)
+    n_in, n_out = 6, 4
+    keys = np.arange(n_in * n_out)
+    w = rng.standard_normal(n_in * n_out)
+    full = SparseLayer(n_in, n_out, (keys // n_in).astype(np.int32), (keys % n_in).astype(np.int32), w, full=True)
+    perm = rng.permutation(len(keys))  # same connections, slots in another order
+    slots = SparseLayer(n_in, n_out, full.rows[perm], full.cols[perm], w[perm])
+    x, y = rng.random((5, n_in)), np.array([0, 1, 2, 3, 1])
+    la, ga, _ = loss_and_grads(x, y, [full])
+    lb, gb, _ = loss_and_grads(x, y, [slots])
+    assert la == pytest.approx(lb)
+    np.testing.assert_allclose(ga[0][perm], gb[0])
