@@ -164,7 +164,8 @@ def cmd_sweep(args) -> int:
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "alpha", "noise", "theta_min",
-        "val_fraction", "l1_alpha", "qat_epochs", "prune_epoch_fraction") if getattr(args, k) is not None}
+        "val_fraction", "l1_alpha", "qat_epochs", "prune_epoch_fraction", "dense_lr")
+        if getattr(args, k) is not None}
     config = SweepConfig(profile_path=args.profile, model_path=args.model, out=args.out,
                          methods=parse_name_list(args.methods),
                          connectivities=parse_float_list(args.connectivity), seeds=args.seeds,
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
     p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
     p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
+    p.add_argument("--dense-lr", type=float, help="learning rate of the dense-phase baselines")
     p.add_argument("--weight-bits", type=int)
     p.add_argument("--overwrite", action="store_true", help="delete the sweep directory first")
     p.add_argument("--no-progress", action="store_true")
