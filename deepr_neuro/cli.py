@@ -267,7 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
     p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
     p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
-    p.add_argument("--dense-lr", type=float, help="learning rate of the dense-phase baselines")
     p.add_argument("--weight-bits", type=int)
     p.add_argument("--overwrite", action="store_true", help="delete the sweep directory first")
     p.add_argument("--no-progress", action="store_true")
