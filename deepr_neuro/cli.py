@@ -171,8 +171,13 @@ def cmd_sweep(args) -> int:
                          connectivities=parse_float_list(args.connectivity), seeds=args.seeds,
                          base_seed=args.seed, overrides=overrides, data_dir=args.data_dir,
                          weight_bits=args.weight_bits)
-    outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.no_progress, overwrite=args.overwrite)
+    try:
+        outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
+                            progress=not args.no_progress, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
+              f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
+        return 130
     from deepr_neuro.sweep import SUMMARY_MD
 
     print((Path(args.out) / SUMMARY_MD).read_text(), end="")
