@@ -136,7 +136,8 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from deepr_neuro.deploy import export_run
 
-    summary = export_run(Path(args.run), steps=args.steps, target=args.to)
+    summary = export_run(Path(args.run), steps=args.steps, target=args.to,
+                         calibration_samples=args.calibration_samples)
     print(summary)
     return 0
 
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
     p.add_argument("--steps", type=int, default=None, help="time steps per sample (default 100)")
+    p.add_argument("--calibration-samples", type=int, default=3000,
+                   help="validation samples simulated to calibrate thresholds (more: slower, steadier)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="run the exported network on the test set")

@@ -60,8 +60,12 @@ def activity_table(net, result) -> Tuple[str, Dict]:
                               "total_spikes": act.total_spikes, "total_synops": act.total_synops}
 
 
+CALIBRATION_VAL_SAMPLES = 3000  # validation samples the threshold calibration simulates
+
+
 def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
-               weight_bits: Optional[int] = None) -> str:
+               weight_bits: Optional[int] = None,
+               calibration_samples: Optional[int] = CALIBRATION_VAL_SAMPLES) -> str:
     """Quantize + convert a trained run; add the integer network to its bundle."""
     from deepr_neuro.backends import get_backend
     from deepr_neuro.convert import (ChipFormat, calibrate, convert, float_layers_from_arrays,
@@ -91,7 +95,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
         x_cal, y_cal, cal_source = data.x_train[held], data.y_train[held], "training set slice"
     fmt = ChipFormat.from_profile(profile, num_weight_bits=weight_bits)
     t_cal = time.perf_counter()
-    net, cal_info = calibrate(net, x_cal, y_cal, steps, fmt=fmt)
+    net, cal_info = calibrate(net, x_cal, y_cal, steps, fmt=fmt, max_samples=calibration_samples)
     cal_info = dict(cal_info, data=cal_source, seconds=time.perf_counter() - t_cal)
     snn = dict(snn, calibration=cal_info)
     t0 = time.perf_counter()

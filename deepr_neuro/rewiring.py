@@ -283,7 +283,8 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
                  reset: Optional[List[np.ndarray]] = None) -> int:
     """Replace every dead slot (theta <= 0) by a random dormant connection on the same core.
 
-    Returns the number of connections replaced. Arrays in ``reset`` (optimizer
+    Returns the number of connections that moved (a dead one drawn again
+    counts as none). Arrays in ``reset`` (optimizer
     moments, one value per slot) are zeroed at replaced slots, so momentum
     cannot carry over to (or revive) a different connection.
     """
@@ -312,7 +313,8 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
     for arr in reset or ():
         arr[dead] = 0.0
-    return int(len(dead))
+    # A dead connection redrawn onto itself (always so at connectivity 1.0) did not move.
+    return int(np.count_nonzero(layer.keys()[dead] != keys[dead]))
 
 
 def _refill_all_cores(rng: np.random.Generator, layer: LayerConnections, dead_keys: np.ndarray,
@@ -403,11 +405,14 @@ def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
 
 
 def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int:
-    """soft-DEEP R: rebuild slots from the dense theta, enforcing core capacity and axon limits.
+    """soft-DEEP R: rebuild slots from the dense theta, enforcing core budgets and axon limits.
 
     Connections that crossed above zero this step are refused (theta set to
     just below zero) in random order where they would push a core over its
-    capacity or its input-axon limit. Returns the number of new connections.
+    budget K_c (and so its capacity) or its input-axon limit. Without that cap
+    the reference rule of thumb for theta_min lets soft-DEEP R settle at
+    several times the connectivity asked for. Returns the number of new
+    connections.
     """
     dense = layer.theta_dense
     before = np.zeros(dense.shape, dtype=bool)
@@ -419,7 +424,9 @@ def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int
         blk_new = newly[core.start:core.stop]
         if not blk_new.any():
             continue
-        excess = int(blk_now.sum()) - core.capacity
+        # at most the core's budget K_c (never above its capacity): the
+        # connectivity asked for is the one soft-DEEP R is compared at
+        excess = int(blk_now.sum()) - min(core.capacity, core.budget)
         new_idx = np.argwhere(blk_new)
         order = rng.permutation(len(new_idx))
         drop = set()

@@ -100,6 +100,8 @@ def test_soft_deepr_stays_within_capacity_and_axons(net, seed):
             assert np.array_equal(np.sort(layer.keys()),
                                   np.sort(np.flatnonzero(layer.theta_dense.ravel() > 0)))
         _check(dr, plan, exact=False)
+        for layer, lp in zip(dr.layers, plan.layers):
+            assert np.all(layer.core_counts() <= [c.budget for c in lp.cores])
 
 
 @settings(max_examples=200, deadline=None)
