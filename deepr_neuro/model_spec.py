@@ -38,6 +38,7 @@ from deepr_neuro.profile import (
     _did_you_mean,
     format_validation_error,
     read_yaml_mapping,
+    validate_mapping,
 )
 
 __all__ = [
@@ -196,15 +197,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def from_dict(cls, data: dict, source: str = "<model spec>") -> "ModelSpec":
         """Validate a mapping; problems raise ConfigError naming ``source``."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a model spec must be a mapping "
-                              f"(got {type(data).__name__})")
-        try:
-            spec = cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(format_validation_error(err, source, cls)) from None
-        spec._source = str(source)
-        return spec
+        return validate_mapping(cls, data, source, "model spec")
 
     @property
     def source(self) -> str:

@@ -209,6 +209,19 @@ def format_validation_error(
     return "\n".join(lines)
 
 
+def validate_mapping(cls: type, data: Any, source: str, kind: str):
+    """``cls.model_validate(data)`` with problems raised as ConfigError naming ``source``;
+    the result remembers ``source`` for later messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a {kind} must be a mapping (got {type(data).__name__})")
+    try:
+        obj = cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, cls)) from None
+    obj._source = str(source)
+    return obj
+
+
 def read_yaml_mapping(path: str | Path, kind: str) -> dict:
     """Read a YAML file that must hold a mapping; errors name the file."""
     p = Path(path)
@@ -404,15 +417,7 @@ class HardwareProfile(BaseModel):
     @classmethod
     def from_dict(cls, data: dict, source: str = "<profile>") -> "HardwareProfile":
         """Validate a mapping; problems raise ConfigError naming ``source``."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a hardware profile must be a mapping "
-                              f"(got {type(data).__name__})")
-        try:
-            prof = cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(format_validation_error(err, source, cls)) from None
-        prof._source = str(source)
-        return prof
+        return validate_mapping(cls, data, source, "hardware profile")
 
     @property
     def source(self) -> str:
