@@ -455,7 +455,7 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
     lines.append(f"{summary['cells_done']} cells trained, {summary['cells_skipped']} skipped. "
                  "Std is the sample standard deviation over seeds (blank for one seed); "
                  "[uses X %]: the runs' measured connections differ from the requested connectivity "
-                 "(soft-deepr keeps each core under its capacity, not at its budget K).")
+                 "(soft-deepr keeps each core at or under its budget K, not exactly at it).")
     return "\n".join(lines) + "\n"
 
 
