@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -83,7 +84,13 @@ def plot_accuracy(records: List[Dict[str, Any]], path: Path, title: str = "") ->
     ax.set_xscale("log")
     ax.set_xlabel("connectivity: active connections / dense network's weights (measured, log scale)")
     ax.set_ylabel("test accuracy (%)")
+    # ticks at the connectivities the sweep asked for, all labelled in percent
+    from matplotlib.ticker import FixedLocator, NullFormatter
+    asked = sorted({float(r["connectivity"]) for r in ok})
+    if asked:
+        ax.xaxis.set_major_locator(FixedLocator(asked))
     ax.xaxis.set_major_formatter(_percent_formatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", axis="x", alpha=0.1)
     if methods:
@@ -173,9 +180,11 @@ def plot_rewiring(out: Path, records: List[Dict[str, Any]], path: Path, title: s
         axes[0][0].text(0.5, 0.5, "no run rewired any connection", ha="center", va="center")
         axes[0][0].set_axis_off()
     src = ", ".join(sorted(sources)) or "-"
-    fig.suptitle(f"Rewiring over training (mean over seeds, binned){': ' + title if title else ''}\n"
-                 f"per-step counts from {src}; connectivity 100 % left out (nothing dormant to rewire to)",
-                 fontsize=10)
+    text = (f"Rewiring over training (mean over seeds, binned){': ' + title if title else ''}\n"
+            f"per-step counts from {src}; connectivity 100 % left out (nothing dormant to rewire to)")
+    # wrap to the figure's width so a one-panel figure does not cut its title
+    width_chars = int(fig.get_figwidth() * 13)
+    fig.suptitle("\n".join(textwrap.fill(line, width_chars) for line in text.split("\n")), fontsize=10)
     fig.savefig(path)
     return path
 
