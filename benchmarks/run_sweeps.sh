@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Reproduce the README's sweep tables and plots (resumable: rerun to continue).
+#   bash benchmarks/run_sweeps.sh digits    # about 2 minutes on 2 cores
+#   bash benchmarks/run_sweeps.sh fmnist    # several hours on 2 cores (soft-deepr dominates)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dn="$root/.venv/bin/deepr-neuro"
+cd "$root"
+case "${1:-digits}" in
+  digits)
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/digits_mlp.yaml \
+        --connectivity 0.02,0.05,0.1,0.15,0.3,1.0 \
+        --methods deepr,soft-deepr,global-deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 \
+        --out benchmarks/results/sweep_digits --no-progress
+    "$dn" plot benchmarks/results/sweep_digits ;;
+  fmnist)
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml --dataset fashion-mnist \
+        --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
+        --methods deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 --out benchmarks/results/sweep_fmnist
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml --dataset fashion-mnist \
+        --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
+        --methods soft-deepr --seeds 3 --out benchmarks/results/sweep_fmnist
+    "$dn" plot benchmarks/results/sweep_fmnist ;;
+  *) echo "usage: $0 digits|fmnist" >&2; exit 2 ;;
+esac
