@@ -143,21 +143,26 @@ def random_signs(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 def sample_dormant(rng: np.random.Generator, n_in: int, core: CoreSpec,
-                   active_keys: np.ndarray, need: int) -> np.ndarray:
+                   active_keys: np.ndarray, need: int,
+                   occupied: Optional[np.ndarray] = None) -> np.ndarray:
     """Draw ``need`` distinct dormant keys (post * n_in + pre) for one core.
 
     Uniform over the dormant connections into the core's neurons while the
     core listens to fewer than A_c presynaptic neurons; once it is at its
     axon limit, uniform over dormant connections from the presynaptic
     neurons it already listens to. ``active_keys`` are the core's active keys
-    (not including the ones being replaced).
+    (not including the ones being replaced). ``occupied``, when given, is the
+    layer's bitmap of exactly those active keys: it makes enumerating a dense
+    core's dormant set a scan instead of a set difference (same result).
     """
     if need <= 0:
         return np.empty(0, dtype=np.int64)
     active_keys = np.sort(np.asarray(active_keys, dtype=np.int64))
+    if n_in <= core.axon_limit:
+        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied)
     pre_used = np.unique(active_keys % n_in)
-    if n_in <= core.axon_limit or len(pre_used) + need <= core.axon_limit:
-        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None)
+    if len(pre_used) + need <= core.axon_limit:
+        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied)
     # Axon limit may bind: draw one at a time so the pre set never exceeds A_c.
     out = np.empty(need, dtype=np.int64)
     used = set(int(p) for p in pre_used)
@@ -171,13 +176,21 @@ def sample_dormant(rng: np.random.Generator, n_in: int, core: CoreSpec,
     return out
 
 
-def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre):
-    """Uniform draw of ``need`` distinct keys outside ``active_sorted``."""
+def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=None, n_active=None):
+    """Uniform draw of ``need`` distinct keys outside the core's active set.
+
+    The active set is ``active_sorted``, or (with ``allowed_pre`` None) the
+    layer's ``occupied`` bitmap holding ``n_active`` keys on this core; both
+    give the same draws.
+    """
     n_post = core.stop - core.start
     pres = np.arange(n_in, dtype=np.int64) if allowed_pre is None else np.asarray(allowed_pre, np.int64)
     space = n_post * len(pres)
-    n_dormant = space - len(active_sorted) if allowed_pre is None else None
-    if allowed_pre is None and n_dormant >= 4 * need and len(active_sorted) <= 0.5 * space:
+    use_bitmap = allowed_pre is None and occupied is not None
+    if n_active is None:
+        n_active = len(active_sorted)
+    n_dormant = space - n_active if allowed_pre is None else None
+    if allowed_pre is None and n_dormant >= 4 * need and n_active <= 0.5 * space:
         # Rejection sampling: cheap when most of the space is dormant.
         chosen = np.empty(0, dtype=np.int64)
         while len(chosen) < need:
@@ -185,17 +198,24 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre):
             cand = (core.start + rng.integers(0, n_post, m)).astype(np.int64) * n_in + rng.integers(0, n_in, m)
             _, first = np.unique(cand, return_index=True)
             cand = cand[np.sort(first)]  # distinct, in draw order
-            pos = np.searchsorted(active_sorted, cand)
-            pos = np.minimum(pos, max(len(active_sorted) - 1, 0))
-            taken = (active_sorted[pos] == cand) if len(active_sorted) else np.zeros(len(cand), bool)
+            if use_bitmap:
+                taken = occupied[cand]
+            else:
+                pos = np.searchsorted(active_sorted, cand)
+                pos = np.minimum(pos, max(len(active_sorted) - 1, 0))
+                taken = (active_sorted[pos] == cand) if len(active_sorted) else np.zeros(len(cand), bool)
             cand = cand[~taken]
             cand = cand[~np.isin(cand, chosen)]
             chosen = np.concatenate([chosen, cand[:need - len(chosen)]])
         return chosen
-    # Enumerate the dormant set explicitly (dense core or restricted pres).
-    posts = np.arange(core.start, core.stop, dtype=np.int64)
-    allk = (posts[:, None] * n_in + pres[None, :]).ravel()
-    dormant = allk[~np.isin(allk, active_sorted)]
+    # Enumerate the dormant set explicitly (dense core or restricted pres), in key order.
+    if use_bitmap:
+        lo = core.start * n_in
+        dormant = np.flatnonzero(~occupied[lo:core.stop * n_in]) + lo
+    else:
+        posts = np.arange(core.start, core.stop, dtype=np.int64)
+        allk = (posts[:, None] * n_in + pres[None, :]).ravel()
+        dormant = allk[~np.isin(allk, active_sorted)]
     if len(dormant) < need:
         raise RuntimeError(f"core has {len(dormant)} dormant connections, {need} needed")
     return rng.choice(dormant, size=need, replace=False)
@@ -301,14 +321,20 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
         layer.rows[dead] = new // layer.n_in
         layer.cols[dead] = new % layer.n_in
     else:
+        layer.occupied[keys[dead]] = False  # the dead are dormant now (and may be drawn again)
+        alive_per_core = np.bincount(slot_core[alive], minlength=len(layer.cores))
         for ci in np.unique(dead_core):
             slots = dead[dead_core == ci]
-            core_alive = keys[alive & (slot_core == ci)]
-            new = sample_dormant(rng, layer.n_in, layer.cores[ci], core_alive, len(slots))
+            core = layer.cores[ci]
+            if layer.n_in <= core.axon_limit:  # no axon limit: the bitmap is the whole active set
+                new = _sample_free(rng, layer.n_in, core, None, len(slots), None,
+                                   occupied=layer.occupied, n_active=int(alive_per_core[ci]))
+            else:
+                core_alive = keys[alive & (slot_core == ci)]
+                new = sample_dormant(rng, layer.n_in, core, core_alive, len(slots), occupied=layer.occupied)
             layer.rows[slots] = new // layer.n_in
             layer.cols[slots] = new % layer.n_in
-        layer.occupied[keys[dead]] = False
-        layer.occupied[layer.keys()[dead]] = True
+            layer.occupied[new] = True
     layer.theta[dead] = REVIVE_THETA
     layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
     for arr in reset or ():
