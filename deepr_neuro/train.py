@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -191,7 +191,10 @@ class Trainer:
             raise BundleError(f"{path}: damaged checkpoint ({e}); delete it to start over") from None
         saved = meta["settings"]
         mine = asdict(self.settings)
-        diff = {k: (saved.get(k), v) for k, v in mine.items() if k != "epochs" and saved.get(k) != v}
+        # a setting newer than the checkpoint is fine while it keeps its default
+        defaults = {f.name: f.default for f in fields(TrainSettings)}
+        diff = {k: (saved.get(k), v) for k, v in mine.items()
+                if k != "epochs" and saved.get(k, defaults.get(k)) != v}
         if diff:
             lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise ConfigError(f"{path}: --resume with different settings ({lines}); "

@@ -199,3 +199,19 @@ def test_quantization_aware_epochs_keep_budgets_and_match_quantized_accuracy(tmp
     from deepr_neuro.train import check_invariants
     check_invariants(tr.deepr, tr.plan, "deepr")
     assert tr.history[-1]["active"] == [lp.budget for lp in tr.plan.layers]
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_new_setting_existed(tmp_path, digits):
+    spec, s = _settings(load_model_spec(DIGITS), epochs=3)
+    train(load_profile(LOIHI), spec, s, digits, tmp_path / "old", progress=False, stop_after_epochs=1)
+    # rewrite the checkpoint as an older version would have: without the newest settings
+    path = tmp_path / "old" / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta_json"]).decode())
+    for k in ("qat_epochs", "dense_lr", "l1_alpha"):
+        meta["settings"].pop(k)
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    resumed = train(load_profile(LOIHI), spec, s, digits, tmp_path / "old", progress=False, resume=True)
+    assert resumed.epoch == 3
