@@ -79,7 +79,7 @@ def cmd_train(args) -> int:
     from deepr_neuro.profile import load_profile
     from deepr_neuro.report import core_report
     from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.train import TrainSettings, train
+    from deepr_neuro.train import TrainSettings, build_plan, train
 
     profile = load_profile(args.profile)
     spec = load_model_spec(args.model)
@@ -92,10 +92,11 @@ def cmd_train(args) -> int:
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)
-    if args.overwrite and out.exists() and not args.resume:
-        shutil.rmtree(out)
     data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
                         seed=settings.seed)
+    if args.overwrite and out.exists() and not args.resume:
+        build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
+        shutil.rmtree(out)
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 

@@ -215,3 +215,13 @@ def test_resume_accepts_a_checkpoint_from_before_a_new_setting_existed(tmp_path,
     np.savez(path, **arrays)
     resumed = train(load_profile(LOIHI), spec, s, digits, tmp_path / "old", progress=False, resume=True)
     assert resumed.epoch == 3
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_fit(tmp_path, capsys):
+    out = tmp_path / "keep"
+    assert main(["train", "--profile", str(LOIHI), "--model", str(DIGITS), "--out", str(out), "--epochs", "1",
+                 "--no-progress"]) == 0
+    rc = main(["train", "--profile", str(ROOT / "hardware_profiles/tiny_test.yaml"),
+               "--model", str(ROOT / "models/lenet300_100.yaml"), "--out", str(out), "--overwrite"])
+    assert rc == 2 and "does not fit" in capsys.readouterr().err
+    assert (out / "manifest.json").exists()
