@@ -53,14 +53,18 @@ class DeepRConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
 
 
-def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -> float:
+def theta_min_rule(p: float, alpha: float, noise: float, lr: float) -> float:
     """Reference code's rule of thumb: -(1 - p) / (p * beta), beta = alpha / T, T = lr sigma^2 / 2."""
-    if noise <= 0 or alpha <= 0:
-        return -1e-4
     temperature = lr * noise ** 2 / 2
     beta = alpha / temperature
-    p = min(max(connectivity, 1e-6), 1 - 1e-6)
     return -(1 - p) / (p * beta)
+
+
+def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -> float:
+    """The rule of thumb for training: p kept inside (0, 1), -1e-4 where it is undefined."""
+    if noise <= 0 or alpha <= 0:
+        return -1e-4
+    return theta_min_rule(min(max(connectivity, 1e-6), 1 - 1e-6), alpha, noise, lr)
 
 
 class DeepR:
@@ -72,10 +76,12 @@ class DeepR:
         self.rng = rng
         self.t = 0  # Adam step counter
         self.layers: List[LayerConnections] = []
+        self.theta_min: List[float] = []  # soft-DEEP R clip per layer (0.0 for other methods)
         for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
             if config.method in BASELINES:
                 dense = config.method != "fixed-sparse"
                 self.layers.append(init_free_layer(rng, n_in, n_out, cores, dense=dense))
+                self.theta_min.append(0.0)
                 continue
             tmin = None
             if config.method == "soft-deepr":
@@ -83,19 +89,11 @@ class DeepR:
                 if tmin is None:
                     k = sum(c.budget for c in cores)
                     tmin = soft_theta_min(k / (n_in * n_out), config.alpha, config.noise, lr)
+                tmin = float(tmin)
             self.layers.append(init_layer(rng, n_in, n_out, cores, soft_theta_min=tmin))
-        self.theta_min = [self._theta_min_of(i, lr) for i in range(len(self.layers))]
+            self.theta_min.append(tmin if tmin is not None else 0.0)
         self.initial_budgets = [np.array([c.budget for c in cores], dtype=np.int64) for cores in layer_cores]
         self.moments: List[Dict[str, np.ndarray]] = [self._zero_moments(layer) for layer in self.layers]
-
-    def _theta_min_of(self, i: int, lr: float) -> float:
-        if self.config.method != "soft-deepr":
-            return 0.0
-        if self.config.theta_min is not None:
-            return float(self.config.theta_min)
-        layer = self.layers[i]
-        k = sum(c.budget for c in layer.cores)
-        return soft_theta_min(k / (layer.n_in * layer.n_out), self.config.alpha, self.config.noise, lr)
 
     def _zero_moments(self, layer: LayerConnections) -> Dict[str, np.ndarray]:
         if self.config.optimizer != "adam":

@@ -379,6 +379,5 @@ def reference_theta_min(p: float, alpha: float, lr: float, noise: float) -> floa
             "training.theta_min is null but the rule of thumb -(1-p)/(p*alpha/T) needs "
             f"alpha > 0, noise > 0 and lr > 0 (got alpha={alpha}, noise={noise}, lr={lr}); "
             "set training.theta_min explicitly (e.g. -1e-4)")
-    T = lr * noise ** 2 / 2
-    beta = alpha / T
-    return -(1 - p) / (p * beta)
+    from deepr_neuro.deepr import theta_min_rule  # one formula, shared with the trainer
+    return theta_min_rule(p, alpha, noise, lr)
