@@ -74,7 +74,10 @@ class LayerConnections:
         self.set_slots(rows, cols, theta)
 
     # -- slot bookkeeping -------------------------------------------------
-    def set_slots(self, rows: np.ndarray, cols: np.ndarray, theta: np.ndarray) -> None:
+    def set_slots(self, rows: np.ndarray, cols: np.ndarray, theta: np.ndarray,
+                  occupied: Optional[np.ndarray] = None) -> None:
+        """Replace the slots; ``occupied`` (the caller's bitmap of exactly
+        these keys, all active) saves rebuilding it."""
         self.rows = np.asarray(rows, dtype=np.int32)
         self.cols = np.asarray(cols, dtype=np.int32)
         self.theta = np.asarray(theta, dtype=np.float64)
@@ -83,12 +86,16 @@ class LayerConnections:
             self.slot_sign = np.ones(len(self.theta))
         else:
             self.slot_sign = self.signs[self.rows, self.cols].astype(np.float64)
+        if occupied is not None:
+            self.occupied = occupied
+            return
         self.occupied = np.zeros(self.n_out * self.n_in, dtype=bool)
         self.occupied[self.keys()[self.active_mask()]] = True
 
     def is_full_row_major(self) -> bool:
-        """Every connection present, slots in (row, col) order (dense baselines)."""
-        if not self.free_sign or len(self.theta) != self.n_in * self.n_out:
+        """One slot per potential connection, in (row, col) order: the slot
+        weights are the weight matrix itself (dense baselines, DEEP R at 1.0)."""
+        if len(self.theta) != self.n_in * self.n_out:
             return False
         if self._full_checked is None or self._full_checked[0] is not self.rows:
             ordered = bool(np.array_equal(self.keys(), np.arange(self.n_in * self.n_out)))
@@ -235,7 +242,12 @@ def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[
     signs = random_signs(rng, n_out, n_in)
     rows, cols = [], []
     for core in cores:
-        keys = sample_dormant(rng, n_in, core, np.empty(0, np.int64), core.budget)
+        if core.budget == (core.stop - core.start) * n_in:
+            # A full core has one choice: every connection. Row-major order
+            # lets a full layer run as a plain matrix (sparse_mlp ``full``).
+            keys = np.arange(core.start * n_in, core.stop * n_in, dtype=np.int64)
+        else:
+            keys = sample_dormant(rng, n_in, core, np.empty(0, np.int64), core.budget)
         rows.append(keys // n_in)
         cols.append(keys % n_in)
     rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
@@ -311,6 +323,13 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     dead = np.flatnonzero(layer.theta <= 0)
     if len(dead) == 0:
         return 0
+    if len(layer.theta) == layer.n_in * layer.n_out:
+        # Every potential connection holds a slot (connectivity 1.0): the
+        # dormant set is exactly the dead, so they restart where they are.
+        layer.theta[dead] = REVIVE_THETA
+        for arr in reset or ():
+            arr[dead] = 0.0
+        return 0
     keys = layer.keys()
     slot_core = layer.local_core_of_post[layer.rows]
     dead_core = slot_core[dead]
@@ -326,6 +345,13 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
         for ci in np.unique(dead_core):
             slots = dead[dead_core == ci]
             core = layer.cores[ci]
+            if int(alive_per_core[ci]) + len(slots) == int(layer.core_n_post[ci]) * layer.n_in:
+                # Full core: the dormant set is exactly the dead, so the refill
+                # is the same set of connections (slots are interchangeable:
+                # each restarts at REVIVE_THETA with zeroed moments). Keep
+                # them in place instead of shuffling them among their slots.
+                layer.occupied[keys[slots]] = True
+                continue
             if layer.n_in <= core.axon_limit:  # no axon limit: the bitmap is the whole active set
                 new = _sample_free(rng, layer.n_in, core, None, len(slots), None,
                                    occupied=layer.occupied, n_active=int(alive_per_core[ci]))
@@ -337,6 +363,7 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
             layer.occupied[new] = True
     layer.theta[dead] = REVIVE_THETA
     layer.slot_sign[dead] = layer.signs[layer.rows[dead], layer.cols[dead]]
+    layer._full_checked = None  # rows were written in place
     for arr in reset or ():
         arr[dead] = 0.0
     # A dead connection redrawn onto itself (always so at connectivity 1.0) did not move.
@@ -439,42 +466,49 @@ def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int
     the reference rule of thumb for theta_min lets soft-DEEP R settle at
     several times the connectivity asked for. Returns the number of new
     connections.
+
+    Works on flat keys (post * n_in + pre) and the layer's occupancy bitmap
+    (the slots before the update); cores without a connection that crossed
+    above zero are not looked at. Slots stay in key (row-major) order.
     """
-    dense = layer.theta_dense
-    before = np.zeros(dense.shape, dtype=bool)
-    before[layer.rows, layer.cols] = True
-    now = dense > 0
-    newly = now & ~before
+    n_in = layer.n_in
+    flat = layer.theta_dense.reshape(-1)  # a view: writes reach theta_dense
+    now = flat > 0
+    new_keys = np.flatnonzero(now & ~layer.occupied)
+    bounds = np.array([c.start * n_in for c in layer.cores] + [layer.cores[-1].stop * n_in if layer.cores else 0],
+                      dtype=np.int64)
+    new_at = np.searchsorted(new_keys, bounds)
+    n_new = len(new_keys)
     for ci, core in enumerate(layer.cores):
-        blk_now = now[core.start:core.stop]
-        blk_new = newly[core.start:core.stop]
-        if not blk_new.any():
+        blk_new = new_keys[new_at[ci]:new_at[ci + 1]]
+        if len(blk_new) == 0:
             continue
+        lo, hi = bounds[ci], bounds[ci + 1]
         # at most the core's budget K_c (never above its capacity): the
         # connectivity asked for is the one soft-DEEP R is compared at
-        excess = int(blk_now.sum()) - min(core.capacity, core.budget)
-        new_idx = np.argwhere(blk_new)
-        order = rng.permutation(len(new_idx))
+        excess = int(np.count_nonzero(now[lo:hi])) - min(core.capacity, core.budget)
+        order = rng.permutation(len(blk_new))
         drop = set()
         if excess > 0:
             drop.update(order[:excess].tolist())
-        # axon limit: distinct pres of the connections we keep
-        kept_old = blk_now & ~blk_new
-        pres = set(np.flatnonzero(kept_old.any(axis=0)).tolist())
-        for j in order:
-            if j in drop:
-                continue
-            pre = int(new_idx[j, 1])
-            if pre in pres:
-                continue
-            if len(pres) < core.axon_limit:
-                pres.add(pre)
-            else:
-                drop.add(j)
+        if n_in > core.axon_limit:  # axon limit: distinct pres of the connections kept
+            kept_old = np.flatnonzero(now[lo:hi] & layer.occupied[lo:hi])
+            pres = set(np.unique(kept_old % n_in).tolist())
+            for j in order:
+                if j in drop:
+                    continue
+                pre = int(blk_new[j] % n_in)
+                if pre in pres:
+                    continue
+                if len(pres) < core.axon_limit:
+                    pres.add(pre)
+                else:
+                    drop.add(j)
         if drop:
-            d = new_idx[sorted(drop)]
-            dense[core.start + d[:, 0], d[:, 1]] = -REVIVE_THETA
-            now[core.start + d[:, 0], d[:, 1]] = False
-    r, c = np.nonzero(now)
-    layer.set_slots(r, c, dense[r, c])
-    return int((now & ~before).sum())
+            refused = blk_new[sorted(drop)]
+            flat[refused] = -REVIVE_THETA
+            now[refused] = False
+            n_new -= len(refused)
+    keys = np.flatnonzero(now)
+    layer.set_slots(keys // n_in, keys % n_in, flat[keys], occupied=now)
+    return int(n_new)

@@ -12,7 +12,7 @@ from deepr_neuro.train import core_specs
 
 
 @st.composite
-def networks(draw):
+def networks(draw, full_ok=False):
     n_layers = draw(st.integers(1, 3))
     sizes = [draw(st.integers(2, 30)) for _ in range(n_layers + 1)]
     npc = draw(st.integers(1, 12))
@@ -22,7 +22,9 @@ def networks(draw):
         n_in, n_out = sizes[i], sizes[i + 1]
         max_k = n_out * min(n_in, axon_limit)
         # keep cores from being completely full so rewiring has room to move
-        budgets.append(draw(st.integers(1, max(1, max_k - 1))))
+        # (unless full cores are what is tested: connectivity 1.0)
+        top = max_k if full_ok else max(1, max_k - 1)
+        budgets.append(draw(st.one_of(st.integers(1, top), st.just(top))))
     return sizes, npc, axon_limit, budgets
 
 
@@ -48,7 +50,7 @@ def _check(deepr, plan, exact=True):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(net=networks(), seed=st.integers(0, 2**31 - 1), optimizer=st.sampled_from(["sgd", "adam"]),
+@given(net=networks(full_ok=True), seed=st.integers(0, 2**31 - 1), optimizer=st.sampled_from(["sgd", "adam"]),
        kill=st.floats(0.0, 1.0))
 def test_deepr_keeps_exact_core_budgets_and_axon_limits(net, seed, optimizer, kill):
     sizes, npc, axon_limit, budgets = net
@@ -204,3 +206,34 @@ def test_full_row_major_layers_give_the_same_loss_and_gradients_as_slots():
     lb, gb, _ = loss_and_grads(x, y, [slots])
     assert la == pytest.approx(lb)
     np.testing.assert_allclose(ga[0][perm], gb[0])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_deepr_at_full_connectivity_restarts_dead_in_place_and_stays_a_matrix(optimizer):
+    """Connectivity 1.0: every connection is a slot, in row-major order, for
+    the whole run (the trainer then multiplies plain matrices); a dead
+    connection can only be redrawn as itself, so it restarts in place at
+    1e-12 with zeroed moments and nothing counts as rewired."""
+    sizes, npc = [7, 5, 3], 2
+    budgets = [sizes[0] * sizes[1], sizes[1] * sizes[2]]
+    plan = _plan(sizes, npc, 100, budgets)
+    rng = np.random.default_rng(5)
+    dr = DeepR(rng, [(lp.n_in, lp.n_out) for lp in plan.layers], core_specs(plan),
+               DeepRConfig(method="deepr", optimizer=optimizer, alpha=1e-3, noise=0.0), lr=0.1)
+    n_dead = 0
+    for _ in range(10):
+        assert all(sl.full for sl in dr.sparse_layers())
+        before = [layer.theta.copy() for layer in dr.layers]
+        grads = [rng.standard_normal(len(layer.theta)) * 5 for layer in dr.layers]
+        moved = dr.step(grads, lr=0.1)
+        assert moved == [0, 0]
+        _check(dr, plan)
+        for i, layer in enumerate(dr.layers):
+            assert np.array_equal(layer.keys(), np.arange(layer.n_in * layer.n_out))
+            dead = layer.theta == 1e-12
+            n_dead += int(dead.sum())
+            if optimizer == "sgd":  # plain gradient step: the dead are exactly those pushed <= 0
+                assert np.array_equal(dead, before[i] - 0.1 * (grads[i] * layer.slot_sign + 1e-3) <= 0)
+            for arr in dr.moments[i].values():
+                assert np.all(arr[dead] == 0) and np.any(arr[~dead] != 0)
+    assert n_dead > 0
