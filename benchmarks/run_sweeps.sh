@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the README's sweep tables and plots (resumable: rerun to continue).
 #   bash benchmarks/run_sweeps.sh digits    # about 2 minutes on 2 cores
-#   bash benchmarks/run_sweeps.sh fmnist    # several hours on 2 cores (soft-deepr dominates)
+#   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
+#   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dn="$root/.venv/bin/deepr-neuro"
@@ -21,5 +22,16 @@ case "${1:-digits}" in
         --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
         --methods soft-deepr --seeds 3 --out benchmarks/results/sweep_fmnist
     "$dn" plot benchmarks/results/sweep_fmnist ;;
-  *) echo "usage: $0 digits|fmnist" >&2; exit 2 ;;
+  mnist)
+    dir="${2:-}"
+    if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+      echo "usage: $0 mnist DIR  (DIR: the four MNIST IDX files, e.g. train-images-idx3-ubyte.gz; got '${dir}')" >&2
+      exit 2
+    fi
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml \
+        --dataset mnist --data-dir "$dir" \
+        --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
+        --methods deepr,soft-deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 --out benchmarks/results/sweep_mnist
+    "$dn" plot benchmarks/results/sweep_mnist ;;
+  *) echo "usage: $0 digits|fmnist|mnist DIR" >&2; exit 2 ;;
 esac
