@@ -368,6 +368,8 @@ def summarize(records: List[Dict[str, Any]], sweep: Optional[Dict[str, Any]] = N
     """Per method x connectivity: seeds, test / validation accuracy (mean, sample
     std over seeds (ddof 1; null for one seed), min, max), K, seconds; plus
     the skipped cells with their reasons."""
+    from deepr_neuro.train import diverged_epoch
+
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["method"], r["connectivity"]), []).append(r)
@@ -385,6 +387,8 @@ def summarize(records: List[Dict[str, Any]], sweep: Optional[Dict[str, Any]] = N
             row["seconds"] = _stats([r["seconds"] for r in ok])
             row["rewired_last_epoch"] = _stats([float(sum(r["rewired_per_epoch"][-1])) for r in ok
                                                 if r["rewired_per_epoch"]])
+            # seeds whose training loss became NaN/inf (they still count in the statistics)
+            row["diverged_seeds"] = [r["seed"] for r in ok if diverged_epoch(r.get("history") or [])]
         else:
             row["reason"] = rs[0].get("reason")
         rows.append(row)
@@ -423,6 +427,7 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
     lines.append("| connectivity | K per layer | " + " | ".join(methods) + " |")
     lines.append("| --- | --- | " + " | ".join("---" for _ in methods) + " |")
     reasons: List[str] = []
+    any_diverged = False
     for c in conns:
         ks = [by[(m, c)]["K"] for m in methods if (m, c) in by and by[(m, c)].get("K")]
         kcell = "/".join(str(k) for k in ks[0]) if ks else ""
@@ -441,6 +446,9 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
                 std = f" ± {_pct(t['std'])}" if t["std"] is not None else ""
                 used = r["fraction"]["mean"]
                 note = f" [uses {100 * used:.3g} %]" if abs(used - c) > 0.05 * c else ""
+                if r.get("diverged_seeds"):
+                    note += f" [{len(r['diverged_seeds'])} diverged]"
+                    any_diverged = True
                 cells.append(f"{_pct(t['mean'])}{std} ({r['n']}){note}")
         lines.append(f"| {100 * c:g} % | {kcell} | " + " | ".join(cells) + " |")
     if reasons:
@@ -456,6 +464,9 @@ def summary_markdown(summary: Dict[str, Any]) -> str:
                  "Std is the sample standard deviation over seeds (blank for one seed); "
                  "[uses X %]: the runs' measured connections differ from the requested connectivity "
                  "(soft-deepr keeps each core at or under its budget K, not exactly at it).")
+    if any_diverged:
+        lines.append("[N diverged]: in N of the seeds the training loss became NaN or infinite (learning rate "
+                     "too high for that network); those runs count in the mean and std as they ended.")
     return "\n".join(lines) + "\n"
 
 

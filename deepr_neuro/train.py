@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -247,25 +247,28 @@ class Trainer:
         if bar is not None:
             bar.set_description(f"epoch {self.epoch + 1}/{s.epochs}")
         t0 = time.perf_counter()
-        for i in range(n_steps):
-            idx = order[i * s.batch_size:(i + 1) * s.batch_size]
-            ta = time.perf_counter()
-            layers = self.deepr.sparse_layers()
-            if qat:  # quantization-aware: forward with the chip's weights, straight-through gradient
-                for layer in layers:
-                    layer.w = fake_quantize(layer.w, qat_bits)
-            loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], layers)
-            tb = time.perf_counter()
-            replaced = self.deepr.step(grads, lr)
-            t_rewire += time.perf_counter() - tb
-            t_grad += tb - ta
-            rewired += replaced
-            per_step[i] = sum(replaced)
-            loss_sum += loss * len(idx)
-            if bar is not None:
-                bar.update(1)
-                if i % 200 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / ((i + 1) * s.batch_size):.3f}", refresh=False)
+        # overflow turns into a non-finite loss, reported once per run below
+        # (instead of numpy's RuntimeWarnings from inside the step)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i in range(n_steps):
+                idx = order[i * s.batch_size:(i + 1) * s.batch_size]
+                ta = time.perf_counter()
+                layers = self.deepr.sparse_layers()
+                if qat:  # quantization-aware: forward with the chip's weights, straight-through gradient
+                    for layer in layers:
+                        layer.w = fake_quantize(layer.w, qat_bits)
+                loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], layers)
+                tb = time.perf_counter()
+                replaced = self.deepr.step(grads, lr)
+                t_rewire += time.perf_counter() - tb
+                t_grad += tb - ta
+                rewired += replaced
+                per_step[i] = sum(replaced)
+                loss_sum += loss * len(idx)
+                if bar is not None:
+                    bar.update(1)
+                    if i % 200 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / ((i + 1) * s.batch_size):.3f}", refresh=False)
         seconds = time.perf_counter() - t0
         self.epoch += 1
         record = {
@@ -279,6 +282,8 @@ class Trainer:
         }
         if pruned:
             record["pruned_before_epoch"] = True
+        if not np.isfinite(loss_sum):
+            record["diverged"] = True  # loss (so weights) not finite: the lr is too high for this net
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -328,6 +333,7 @@ class Trainer:
                 "potential_connections": int(sum(lp.n_in * lp.n_out for lp in self.plan.layers)),
                 "seconds_per_epoch": (float(np.mean([h["seconds"] for h in self.history]))
                                       if self.history else None),
+                "diverged_at_epoch": diverged_epoch(self.history),
             },
         }
 
@@ -352,6 +358,15 @@ def log_line(text: str, bar=None) -> None:
         print(text, flush=True)
 
 
+def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
+    """First epoch whose training loss was not finite (None: training never diverged)."""
+    for h in history:
+        loss = h.get("train_loss")
+        if loss is None or not np.isfinite(loss):
+            return int(h["epoch"])
+    return None
+
+
 def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
           progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
           on_epoch: Optional[Callable[[Dict[str, Any], Any], None]] = None,
@@ -373,6 +388,9 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     try:
         while trainer.epoch < settings.epochs:
             record = trainer.run_epoch(bar)
+            if record.get("diverged") and diverged_epoch(trainer.history) == record["epoch"]:
+                log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss not finite): "
+                         f"the weights are unusable; lower --lr (epoch lr {record['lr']:g})", bar)
             if on_epoch is not None:
                 on_epoch(record, bar)
             done_here += 1

@@ -188,6 +188,20 @@ def test_summary_statistics_over_seeds():
     md = summary_markdown(s)
     assert "85.00 ± 5.00 (3)" in md and "70.00 (1)" in md and "skipped [1]" in md
     assert "[1] BudgetError: too big" in md
+    assert "diverged" not in md
+
+
+def test_summary_flags_seeds_whose_training_diverged():
+    def rec(seed, losses, acc):
+        return {"cell": cell_name("deepr", 1.0, seed), "method": "deepr", "connectivity": 1.0, "seed": seed,
+                "status": "ok", "reason": None, "test_accuracy": acc, "val_accuracy": acc, "K": [10],
+                "connections": 10, "fraction": 1.0, "seconds": 1.0, "rewired_per_epoch": [[0]],
+                "history": [{"epoch": e + 1, "train_loss": v} for e, v in enumerate(losses)]}
+
+    s = summarize([rec(0, [2.0, 1.0], 0.85), rec(1, [2.0, float("nan")], 0.10), rec(2, [2.0, 0.9], 0.86)])
+    assert s["rows"][0]["diverged_seeds"] == [1]
+    md = summary_markdown(s)
+    assert "(3) [1 diverged]" in md and "[N diverged]: in N of the seeds" in md
 
 
 # ------------------------------------------------------------------ plots

@@ -225,3 +225,16 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_fit(tmp_path, capsy
                "--model", str(ROOT / "models/lenet300_100.yaml"), "--out", str(out), "--overwrite"])
     assert rc == 2 and "does not fit" in capsys.readouterr().err
     assert (out / "manifest.json").exists()
+
+
+def test_divergence_is_flagged_in_history_manifest_and_a_warning(tmp_path, digits, capsys):
+    """A learning rate far too high makes the loss NaN: the run still ends (its
+    bundle says where it diverged) and the user is told to lower --lr, once."""
+    t = _train(tmp_path, digits, "hot", epochs=3, lr=1e300, optimizer="sgd", method="fixed-sparse")
+    first = next(h["epoch"] for h in t.history if h.get("diverged"))
+    manifest, _ = load_bundle(tmp_path / "hot")
+    assert manifest["metrics"]["diverged_at_epoch"] == first
+    out = capsys.readouterr().out
+    assert out.count("training diverged") == 1 and f"epoch {first}" in out and "lower --lr" in out
+    calm = _train(tmp_path, digits, "calm", epochs=1)
+    assert load_bundle(tmp_path / "calm")[0]["metrics"]["diverged_at_epoch"] is None
