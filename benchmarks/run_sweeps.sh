@@ -21,7 +21,11 @@ case "${1:-digits}" in
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml --dataset fashion-mnist \
         --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
         --methods soft-deepr --seeds 3 --out benchmarks/results/sweep_fmnist
-    "$dn" plot benchmarks/results/sweep_fmnist ;;
+    "$dn" plot benchmarks/results/sweep_fmnist
+    # connectivity 1.0 at the dense baselines' lr: is DEEP R's gap there the method or lr 0.5?
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml --dataset fashion-mnist \
+        --connectivity 1.0 --methods deepr,fixed-sparse --seeds 3 --lr 0.05 \
+        --out benchmarks/results/sweep_fmnist_dense_lr ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
