@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the README's sweep tables and plots (resumable: rerun to continue).
-#   bash benchmarks/run_sweeps.sh digits    # about 2 minutes on 2 cores
+#   bash benchmarks/run_sweeps.sh digits    # about 80 seconds on 2 cores
 #   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
