@@ -345,13 +345,6 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
         for ci in np.unique(dead_core):
             slots = dead[dead_core == ci]
             core = layer.cores[ci]
-            if int(alive_per_core[ci]) + len(slots) == int(layer.core_n_post[ci]) * layer.n_in:
-                # Full core: the dormant set is exactly the dead, so the refill
-                # is the same set of connections (slots are interchangeable:
-                # each restarts at REVIVE_THETA with zeroed moments). Keep
-                # them in place instead of shuffling them among their slots.
-                layer.occupied[keys[slots]] = True
-                continue
             if layer.n_in <= core.axon_limit:  # no axon limit: the bitmap is the whole active set
                 new = _sample_free(rng, layer.n_in, core, None, len(slots), None,
                                    occupied=layer.occupied, n_active=int(alive_per_core[ci]))

@@ -282,8 +282,6 @@ class Trainer:
         }
         if pruned:
             record["pruned_before_epoch"] = True
-        if not np.isfinite(loss_sum):
-            record["diverged"] = True  # loss (so weights) not finite: the lr is too high for this net
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -388,7 +386,7 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     try:
         while trainer.epoch < settings.epochs:
             record = trainer.run_epoch(bar)
-            if record.get("diverged") and diverged_epoch(trainer.history) == record["epoch"]:
+            if diverged_epoch(trainer.history) == record["epoch"]:  # first epoch with a loss not finite
                 log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss not finite): "
                          f"the weights are unusable; lower --lr (epoch lr {record['lr']:g})", bar)
             if on_epoch is not None:
