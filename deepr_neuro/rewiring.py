@@ -468,8 +468,7 @@ def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int
     flat = layer.theta_dense.reshape(-1)  # a view: writes reach theta_dense
     now = flat > 0
     new_keys = np.flatnonzero(now & ~layer.occupied)
-    bounds = np.array([c.start * n_in for c in layer.cores] + [layer.cores[-1].stop * n_in if layer.cores else 0],
-                      dtype=np.int64)
+    bounds = np.append(layer.core_start, layer.core_start[-1] + layer.core_n_post[-1]) * n_in  # key range per core
     new_at = np.searchsorted(new_keys, bounds)
     n_new = len(new_keys)
     for ci, core in enumerate(layer.cores):
