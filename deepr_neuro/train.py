@@ -360,7 +360,7 @@ def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
     """First epoch whose training loss was not finite (None: training never diverged)."""
     for h in history:
         loss = h.get("train_loss")
-        if loss is None or not np.isfinite(loss):
+        if loss is not None and not np.isfinite(loss):
             return int(h["epoch"])
     return None
 
