@@ -201,8 +201,12 @@ def cmd_sweep(args) -> int:
         outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
                             progress=not args.no_progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
-              f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
+        if args.overwrite:
+            print(f"interrupted; a sweep that was in {args.out} before is untouched (the unfinished new one "
+                  "was discarded)", file=sys.stderr)
+        else:
+            print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
+                  f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
     from deepr_neuro.sweep import SUMMARY_MD
 
