@@ -15,8 +15,10 @@ Does not import Lava or Brian2.
 """
 from __future__ import annotations
 
+import io
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -24,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from deepr_neuro import __version__
-from deepr_neuro.bundle import git_commit, save_bundle, write_json, write_npz
+from deepr_neuro.bundle import _atomic_write, git_commit, save_bundle, write_json
 from deepr_neuro.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.mapping import NetworkPlan, plan_network
@@ -180,8 +182,14 @@ class Trainer:
         arrays["rewired_per_step"] = np.array(
             [v for epoch in self.rewired_per_step for v in epoch], dtype=np.int32)
         arrays["rewired_epoch_lengths"] = np.array([len(e) for e in self.rewired_per_step], dtype=np.int64)
-        write_npz(self.out_dir / CHECKPOINT, arrays)
-        write_json(self.out_dir / HISTORY, {"epochs": self.history})
+        # built in memory, then one atomic write: a full disk fails cleanly and keeps the last checkpoint
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        with _names_file(self.out_dir / CHECKPOINT):
+            _atomic_write(self.out_dir / CHECKPOINT, lambda f: f.write(data))
+        with _names_file(self.out_dir / HISTORY):
+            write_json(self.out_dir / HISTORY, {"epochs": self.history})
 
     def load_checkpoint(self) -> None:
         """Restore the state, after checking that the checkpoint is whole and was
@@ -445,7 +453,19 @@ class Trainer:
         }
 
     def write_bundle(self) -> None:
-        save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+        with _names_file(self.out_dir):
+            save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+
+
+@contextmanager
+def _names_file(path: Path):
+    """An OSError without a file name (ENOSPC from a write) gets the file it was writing."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
 
 
 def _cut(value, n: int = 200) -> str:
