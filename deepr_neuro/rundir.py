@@ -50,6 +50,14 @@ PROJECT = Path(__file__).resolve().parents[1]
 _CUT = 200
 
 
+def mark_run(d: Path) -> None:
+    """Create ``d`` with the marker that makes it a deepr-neuro run from its first moment."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / MARKER).exists():
+        (d / MARKER).write_text(json.dumps({"format": "deepr-neuro-run"}) + "\n")
+
+
 class LockedError(DeeprError, RuntimeError):
     """Another process is writing the same run or sweep directory."""
 
@@ -323,11 +331,8 @@ class Target:
         else:
             self.work = self.target
             self.work.mkdir(parents=True, exist_ok=True)
-        if self.kind == "run":
-            marker = self.work / MARKER
-            started = any((self.work / f).exists() for f in ("checkpoint.npz", "manifest.json"))
-            if not marker.exists() and not started:
-                marker.write_text(json.dumps({"format": "deepr-neuro-run"}) + "\n")
+        if self.kind == "run" and not any((self.work / f).exists() for f in ("checkpoint.npz", "manifest.json")):
+            mark_run(self.work)
         return self.work
 
     def commit(self) -> None:

@@ -514,6 +514,10 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
         trainer.load_checkpoint()
     elif (out / CHECKPOINT).exists() or (out / "manifest.json").exists():
         raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
+    else:
+        from deepr_neuro.rundir import mark_run
+
+        mark_run(out)  # recognisable as a run (and so replaceable by --overwrite) from the start
     done_here = 0
     steps_per_epoch = -(-len(dataset.y_train) // settings.batch_size)
     bar = _progress(steps_per_epoch * max(0, settings.epochs - trainer.epoch), progress)
