@@ -274,8 +274,8 @@ class Trainer:
             if not isinstance(old, dict):
                 continue
             for k in now:
-                if k == "training" or k not in old:
-                    continue  # training settings are compared above; a field added later is fine
+                if k in ("training", "description") or k not in old:
+                    continue  # settings are compared above; free text and fields added later do not matter
                 if old[k] != now[k]:
                     raise ConfigError(
                         f"{path}: --resume: {part} field '{k}' is {_cut(repr(old[k]))} in the checkpoint, "
