@@ -108,12 +108,12 @@ def _train_locked(args) -> int:
     out = Path(args.out)
     # everything is checked before the run directory is touched: an --overwrite that fails keeps the old run
     target = Target(out, overwrite=args.overwrite, resume=args.resume)
+    args.replacing = target.replacing  # what a Ctrl-C leaves (main() says so)
     for note in target.notes:
         print(f"note: {out}: {note}", file=sys.stderr)
     build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
     data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
                         seed=settings.seed)
-    args.replacing = target.replacing
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 
@@ -347,7 +347,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:  # unreadable file, permission denied, disk full, read-only directory
         where = f"{_cut(e.filename)}: " if e.filename else ""
         reason = e.strerror or str(e) or type(e).__name__
-        print(f"error: {where}{_cut(reason)} ({errno_name(e)}); files that were there before are kept; "
+        print(f"error: {where}{_cut(reason)} ({_errno_name(e)}); files that were there before are kept; "
               "fix the file's permissions or free space and run the command again", file=sys.stderr)
         return 2
 
@@ -357,7 +357,7 @@ def _cut(value, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-def errno_name(e: OSError) -> str:
+def _errno_name(e: OSError) -> str:
     import errno
 
     return errno.errorcode.get(e.errno, "OSError") if e.errno is not None else type(e).__name__

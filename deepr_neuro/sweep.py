@@ -23,8 +23,15 @@ recorded as ``skipped`` with the reason. Cells that fail for any other reason
 get no result file (a rerun tries them again) and make the sweep end with
 status 1.
 
+One process at a time writes a sweep directory (a lock beside it, see
+``rundir.py``); ``overwrite`` replaces only a sweep directory holding nothing
+but a sweep's files, and only once the new sweep has run (it is built in a
+sibling ``.OUT.new-PID``). A file in ``results/`` that is no result record
+is ignored with one warning.
+
 Workers: ``workers`` local processes (spawned, BLAS limited to one thread
-each, so N cells use N cores), or ``scheduler="tcp://host:port"``: the cells
+each, so N cells use N cores; they end when this process dies, even by
+kill -9), or ``scheduler="tcp://host:port"``: the cells
 go to that Dask distributed cluster. Its workers need deepr-neuro installed
 and the sweep directory (and ``--data-dir``) at the same path, e.g. on a
 shared file system; results and summaries are written by this process.

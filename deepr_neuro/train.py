@@ -11,6 +11,10 @@ after every step, and writes the run directory:
 
 A checkpoint holds every array and both random generators' states, so a run
 resumed with ``--resume`` ends bit-for-bit where an uninterrupted one does.
+It also records the profile, the model spec and every setting: a resume
+under anything else (or from a damaged checkpoint) is refused, naming the
+first differing field or the bad array, before anything is written. The run
+directory's marker, lock and safe replacement live in ``rundir.py``.
 Does not import Lava or Brian2.
 """
 from __future__ import annotations
