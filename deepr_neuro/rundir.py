@@ -46,6 +46,7 @@ RUN_FILES = ("manifest.json", "network.npz", "checkpoint.npz", "history.json", M
 # Top-level files of a sweep directory besides cells/, results/ and plots/.
 SWEEP_FILES = ("sweep.json", "summary.json", "summary.md")
 SWEEP_DIRS = ("cells", "results", "plots")
+PLOT_FILES = ("accuracy_vs_connectivity.png", "rewiring.png", "budget_use.png")  # plots.py
 PROJECT = Path(__file__).resolve().parents[1]
 _CUT = 200
 
@@ -186,6 +187,18 @@ def _foreign_in_run(d: Path, prefix: str = "") -> List[str]:
     return out
 
 
+def _is_result(path: Path) -> bool:
+    """A result record the sweep wrote (a user's own .json in results/ is not)."""
+    from deepr_neuro.sweep import result_problem
+
+    if not path.name.endswith(".json"):
+        return False
+    try:
+        return result_problem(json.loads(path.read_text()), path.stem) is None
+    except (OSError, ValueError):
+        return False
+
+
 def _foreign_in_sweep(d: Path) -> List[str]:
     out = []
     for entry in sorted(os.scandir(d), key=lambda e: e.name):
@@ -197,10 +210,10 @@ def _foreign_in_sweep(d: Path) -> List[str]:
                 if name == "cells" and sub.is_dir(follow_symlinks=False):
                     out += _foreign_in_run(Path(sub.path), f"cells/{sub.name}/")
                 elif name == "results" and sub.is_file(follow_symlinks=False) and (
-                        sub.name.endswith(".json") or _is_temp_file(sub.name)):
+                        _is_temp_file(sub.name) or _is_result(Path(sub.path))):
                     continue
                 elif name == "plots" and sub.is_file(follow_symlinks=False) and (
-                        sub.name.endswith(".png") or _is_temp_file(sub.name)):
+                        sub.name in PLOT_FILES or _is_temp_file(sub.name)):
                     continue
                 else:
                     out.append(f"{name}/{sub.name}" + ("/" if sub.is_dir(follow_symlinks=False) else ""))

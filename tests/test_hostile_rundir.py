@@ -652,7 +652,8 @@ def test_sweep_never_writes_or_deletes_a_directory_that_is_no_sweep(tmp_path, fi
     assert _snapshot(out) == before and _leftovers(out) == []
 
 
-@pytest.mark.parametrize("extra", ["notes.txt", "results/my.csv", "cells/deepr_c0.1_s1/notes.txt", "mine/"])
+@pytest.mark.parametrize("extra", ["notes.txt", "results/my.csv", "results/notes.json", "plots/mine.png",
+                                   "cells/deepr_c0.1_s1/notes.txt", "cells/deepr_c0.1_s1/sub/", "mine/"])
 def test_sweep_overwrite_refuses_a_sweep_holding_user_files(sweep_dir, capsys, extra):
     path = sweep_dir / extra
     if extra.endswith("/"):
@@ -692,6 +693,7 @@ def test_sweep_overwrite_interrupted_keeps_the_old_sweep(sweep_dir, monkeypatch,
 
 
 def test_sweep_overwrite_replaces_a_sweep(sweep_dir, capsys):
+    assert main(["plot", str(sweep_dir)]) == 0  # its own plots do not block a replacement
     assert main(_sweep_argv(sweep_dir, "--overwrite", "--seed", "4")) == 0
     assert [p.name for p in (sweep_dir / "results").iterdir()] == ["deepr_c0.1_s4.json"]
     assert _leftovers(sweep_dir) == []
@@ -806,3 +808,16 @@ def test_a_diverging_overwrite_never_costs_the_old_run(run, capsys, lr):
     else:
         assert _snapshot(run) == before
     assert _leftovers(run) == []
+
+
+def test_overwrite_through_a_symlink_replaces_the_run_it_points_to(run, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    assert main(_train_argv(link, "--overwrite", "--seed", "9")) == 0
+    assert link.is_symlink() and json.loads((run / "manifest.json").read_text())["training"]["seed"] == 9
+    assert _leftovers(run) == []
+
+
+def test_a_name_too_long_for_the_lock_file_is_one_error_line(tmp_path, capsys):
+    assert main(_train_argv(tmp_path / ("x" * 254))) == 2
+    _one_error_line(capsys.readouterr().err, "ENAMETOOLONG")
