@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from deepr_neuro import __version__
-from deepr_neuro.errors import DeeprError
+from deepr_neuro.errors import ConfigError, DeeprError
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -48,7 +47,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "(0.0133 = the paper's LeNet budgets, 1.0 = dense)")
     p.add_argument("--weight-bits", type=int, help="weight width for the memory budget (default: profile's)")
     p.add_argument("--resume", action="store_true", help="continue the run directory's last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory once the new run is complete "
+                        "(only a deepr-neuro run is ever replaced)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -74,11 +75,24 @@ def cmd_profiles(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Train under the run directory's lock (see rundir.py: a second process refuses at once)."""
+    from deepr_neuro.rundir import DirLock, check_out_path
+
+    check_out_path(Path(args.out))
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: continue the run (--resume) or replace it "
+                          "(--overwrite), not both")
+    with DirLock(Path(args.out), what="run"):
+        return _train_locked(args)
+
+
+def _train_locked(args) -> int:
     from deepr_neuro.datasets import load_dataset
     from deepr_neuro.model_spec import load_model_spec
     from deepr_neuro.profile import load_profile
     from deepr_neuro.report import core_report
     from deepr_neuro.bundle import load_bundle
+    from deepr_neuro.rundir import Target
     from deepr_neuro.train import TrainSettings, build_plan, train
 
     profile = load_profile(args.profile)
@@ -92,11 +106,14 @@ def cmd_train(args) -> int:
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)
+    # everything is checked before the run directory is touched: an --overwrite that fails keeps the old run
+    target = Target(out, overwrite=args.overwrite, resume=args.resume)
+    args.replacing = target.replacing  # what a Ctrl-C leaves (main() says so)
+    for note in target.notes:
+        print(f"note: {out}: {note}", file=sys.stderr)
+    build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
     data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
                         seed=settings.seed)
-    if args.overwrite and out.exists() and not args.resume:
-        build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
-        shutil.rmtree(out)
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 
@@ -108,8 +125,15 @@ def cmd_train(args) -> int:
               f"rewired {sum(r['rewired'])} {r['rewired']}  {r['seconds']:.1f} s "
               f"({100 * r['seconds_update_and_rewiring'] / max(r['seconds'], 1e-9):.0f} % update+rewiring)", bar)
 
-    trainer = train(profile, spec, settings, data, out, resume=args.resume, progress=not args.no_progress,
-                    profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+    work = target.begin()  # out itself, or a sibling .NAME.new-PID while replacing an old run
+    try:
+        trainer = train(profile, spec, settings, data, work, resume=args.resume, progress=not args.no_progress,
+                        profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+    except BaseException:
+        target.abort()  # the old run stays as it was
+        raise
+    target.commit()
+    trainer.out_dir = out
     plan = trainer.plan
     print(f"mapped onto {plan.cores_used} of {plan.total_cores} cores; "
           f"{plan.total_budget} connections (budget per layer: {[lp.budget for lp in plan.layers]})")
@@ -177,8 +201,12 @@ def cmd_sweep(args) -> int:
         outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
                             progress=not args.no_progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
-              f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
+        if args.overwrite:
+            print(f"interrupted; a sweep that was in {args.out} before is untouched (the unfinished new one "
+                  "was discarded)", file=sys.stderr)
+        else:
+            print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
+                  f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
     from deepr_neuro.sweep import SUMMARY_MD
 
@@ -277,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
     p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
     p.add_argument("--weight-bits", type=int)
-    p.add_argument("--overwrite", action="store_true", help="delete the sweep directory first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the sweep over; the old sweep directory is replaced once the new sweep is done "
+                        "(only a deepr-neuro sweep is ever replaced)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
@@ -291,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted_message(args) -> str:
+    """What survives a Ctrl-C depends on the command (only train has --resume)."""
+    if args.command == "train":
+        if getattr(args, "replacing", False):
+            return (f"interrupted; the old run in {args.out} is untouched (the unfinished new one was "
+                    "discarded); run the same command again to replace it")
+        return "interrupted; continue the run from its last checkpoint with the same command plus --resume"
+    if args.command == "sweep":
+        return f"interrupted; run the same command again (the sweep in {args.out} keeps its finished cells)"
+    return "interrupted; run the command again"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -300,8 +342,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; a run continues with --resume from its last checkpoint", file=sys.stderr)
+        print(_interrupted_message(args), file=sys.stderr)
         return 130
+    except OSError as e:  # unreadable file, permission denied, disk full, read-only directory
+        where = f"{_cut(e.filename)}: " if e.filename else ""
+        reason = e.strerror or str(e) or type(e).__name__
+        print(f"error: {where}{_cut(reason)} ({_errno_name(e)}); files that were there before are kept; "
+              "fix the file's permissions or free space and run the command again", file=sys.stderr)
+        return 2
+
+
+def _cut(value, n: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _errno_name(e: OSError) -> str:
+    import errno
+
+    return errno.errorcode.get(e.errno, "OSError") if e.errno is not None else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover
