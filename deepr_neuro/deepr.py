@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.rewiring import (CoreSpec, LayerConnections, init_free_layer, init_layer,
+from deepr_neuro.rewiring import (CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
                                   prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.sparse_mlp import SparseLayer
 
@@ -64,7 +64,13 @@ def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -
     """The rule of thumb for training: p kept inside (0, 1), -1e-4 where it is undefined."""
     if noise <= 0 or alpha <= 0:
         return -1e-4
-    return theta_min_rule(min(max(connectivity, 1e-6), 1 - 1e-6), alpha, noise, lr)
+    try:
+        t = theta_min_rule(min(max(connectivity, 1e-6), 1 - 1e-6), alpha, noise, lr)
+    except (ZeroDivisionError, OverflowError):  # temperature overflowed to inf: beta = 0
+        t = -np.inf
+    # an extreme (finite) lr * noise^2 makes the rule non-finite; a finite clip keeps
+    # dormant thetas finite (the run then diverges and is reported so)
+    return t if np.isfinite(t) else -np.finfo(np.float64).max / 4
 
 
 class DeepR:
@@ -153,6 +159,11 @@ class DeepR:
                 dense[idx] -= lr * (self._update(i, g_theta, idx) + c.alpha)
                 dense += lr * c.noise * self.rng.standard_normal(dense.shape)
                 np.maximum(dense, self.theta_min[i], out=dense)
+                if not np.isfinite(dense).all():
+                    # a diverging update: NaN / inf thetas become dormant at the
+                    # clip (np.maximum keeps NaN), so no NaN weight and no
+                    # connection stuck outside the budget bookkeeping
+                    dense[~np.isfinite(dense)] = self.theta_min[i]
                 if self.moments[i]:
                     dormant = dense <= 0
                     self.moments[i]["m"][dormant] = 0.0
@@ -165,7 +176,7 @@ class DeepR:
             if c.method == "deepr":
                 replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
         if c.method == "global-deepr":
-            before = [int((layer.theta <= 0).sum()) for layer in self.layers]
+            before = [len(dead_slots(layer.theta)) for layer in self.layers]
             rewire_global(self.rng, self.layers, self.initial_budgets,
                           states=self.moments if self.config.optimizer == "adam" else None)
             replaced = before
