@@ -178,6 +178,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     p = Path(path)
     if p.is_dir():
         raise DataError(f"{p}: an IDX file expected but this is a directory")
+    if p.exists() and not p.is_file():  # a FIFO would block the open
+        raise DataError(f"{p}: an IDX file expected but this is not a regular file")
     try:
         f = open(p, "rb")
     except FileNotFoundError:

@@ -79,6 +79,8 @@ MAX_POTENTIAL_CONNECTIONS = 1_000_000_000  # sum of n_in x n_out: training keeps
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1_000_000
 MAX_SEED = 2 ** 32 - 1                # NumPy's RandomState takes seeds 0..2^32-1
+MAX_L1 = 1.0                          # alpha, l1_alpha: an L1 term above 1 outweighs the whole
+                                      # cross-entropy (about 2.3 at chance) and removes every connection
 MAX_ADAM_EPS = 1.0                    # Adam's epsilon is a guard against 0 / 0, not a step size
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 10_000
@@ -130,11 +132,11 @@ class TrainingSpec(BaseModel):
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.5, gt=0, description="learning rate eta")
     lr_decay: float = Field(0.8, gt=0, le=1, description="lr multiplied by this after every epoch")
-    alpha: float = Field(1e-5, ge=0, description="L1 coefficient on active theta")
+    alpha: float = Field(1e-5, ge=0, le=MAX_L1, description="L1 coefficient on active theta")
     noise: float = Field(1e-5, ge=0, description="noise scale sigma; temperature T = lr*sigma^2/2")
     method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
                     "l1"] = "deepr"
-    l1_alpha: float = Field(1e-4, ge=0, description="L1 strength of the l1 baseline (other methods use alpha)")
+    l1_alpha: float = Field(1e-4, ge=0, le=MAX_L1, description="L1 strength of the l1 baseline (other methods use alpha)")
     dense_lr: Optional[float] = Field(None, gt=0, description="learning rate of the baselines with a dense "
                                                              "phase (dense, prune-retrain, l1); null = lr")
     qat_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="last epochs trained with quantized weights in the "

@@ -331,6 +331,8 @@ def read_text_file(path: str | Path, kind: str, max_bytes: int = MAX_YAML_BYTES)
         raise ConfigError(f"{p}: {kind} file expected but this is a directory; give the YAML file's path")
     if not p.exists():
         raise ConfigError(f"{p}: {kind} file not found; check the path")
+    if not p.is_file():  # a FIFO would block the open, a socket or device makes no sense
+        raise ConfigError(f"{p}: {kind} file expected but this is not a regular file; give the YAML file's path")
     try:
         with open(p, "rb") as f:
             raw = f.read(max_bytes + 1)

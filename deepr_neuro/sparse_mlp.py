@@ -120,7 +120,10 @@ def loss_and_grads(x: np.ndarray, y: np.ndarray, layers: Sequence[SparseLayer]) 
 
 
 def predict(x: np.ndarray, layers: Sequence[SparseLayer], batch: int = 2000) -> np.ndarray:
+    """Class of every sample. A diverged network's overflow (inf / NaN logits) is
+    expected and reported once by the trainer, so NumPy's warnings are muted here."""
     out = []
     for s in range(0, len(x), batch):
-        out.append(np.argmax(forward(x[s:s + batch], layers), axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out.append(np.argmax(forward(x[s:s + batch], layers), axis=1))
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
