@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.rewiring import (CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
+from deepr_neuro.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
                                   prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.sparse_mlp import SparseLayer
 
@@ -70,7 +70,7 @@ def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -
         t = -np.inf
     # an extreme (finite) lr * noise^2 makes the rule non-finite; a finite clip keeps
     # dormant thetas finite (the run then diverges and is reported so)
-    return t if np.isfinite(t) else -np.finfo(np.float64).max / 4
+    return t if np.isfinite(t) and t >= -THETA_MAX else -THETA_MAX
 
 
 class DeepR:
@@ -81,6 +81,9 @@ class DeepR:
         self.config = config
         self.rng = rng
         self.t = 0  # Adam step counter
+        # thetas found NaN, inf or beyond THETA_MAX (a diverging update) and
+        # retired as dead; the trainer reports an epoch with any as diverged
+        self.unusable_thetas = 0
         self.layers: List[LayerConnections] = []
         self.theta_min: List[float] = []  # soft-DEEP R clip per layer (0.0 for other methods)
         for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
@@ -159,11 +162,14 @@ class DeepR:
                 dense[idx] -= lr * (self._update(i, g_theta, idx) + c.alpha)
                 dense += lr * c.noise * self.rng.standard_normal(dense.shape)
                 np.maximum(dense, self.theta_min[i], out=dense)
-                if not np.isfinite(dense).all():
-                    # a diverging update: NaN / inf thetas become dormant at the
-                    # clip (np.maximum keeps NaN), so no NaN weight and no
+                unusable = ~(dense <= THETA_MAX)  # NaN, inf or beyond float32 (see dead_slots)
+                n_bad = int(np.count_nonzero(unusable))
+                if n_bad:
+                    self.unusable_thetas += n_bad
+                    # a diverging update: such thetas become dormant at the clip
+                    # (np.maximum keeps NaN), so no NaN/inf weight and no
                     # connection stuck outside the budget bookkeeping
-                    dense[~np.isfinite(dense)] = self.theta_min[i]
+                    dense[unusable] = self.theta_min[i]
                 if self.moments[i]:
                     dormant = dense <= 0
                     self.moments[i]["m"][dormant] = 0.0
@@ -173,6 +179,7 @@ class DeepR:
             layer.theta -= lr * (self._update(i, g_theta) + c.alpha)
             if c.noise:
                 layer.theta += lr * c.noise * self.rng.standard_normal(layer.theta.shape)
+            self.unusable_thetas += int(np.count_nonzero(~(layer.theta <= THETA_MAX)))  # NaN too
             if c.method == "deepr":
                 replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
         if c.method == "global-deepr":

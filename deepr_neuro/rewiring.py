@@ -36,16 +36,19 @@ import numpy as np
 from deepr_neuro.errors import InvariantError
 
 REVIVE_THETA = 1e-12
+# Largest usable theta: the bundle stores weights as float32, so a larger one
+# (only a diverging run gets there) would be exported as inf.
+THETA_MAX = float(np.finfo(np.float32).max)
 
 
 def dead_slots(theta: np.ndarray) -> np.ndarray:
     """Indices of slots whose theta is not a usable positive number: <= 0
-    (DEEP R's dormant) and also NaN or +inf, which a diverging update
-    produces. Counting a non-finite theta as dead keeps every core's count
+    (DEEP R's dormant) and also NaN, inf or beyond THETA_MAX, which only a
+    diverging update produces. Counting those as dead keeps every core's count
     exact (the slot is refilled like any other dead one) and keeps NaN/inf out
-    of the weights; with finite thetas this is exactly ``theta <= 0``, so the
-    random draws of a normal run are unchanged."""
-    return np.flatnonzero(~((theta > 0) & (theta < np.inf)))
+    of the weights; for thetas in (-inf, THETA_MAX] this is exactly
+    ``theta <= 0``, so the random draws of a normal run are unchanged."""
+    return np.flatnonzero(~((theta > 0) & (theta <= THETA_MAX)))
 
 
 @dataclass

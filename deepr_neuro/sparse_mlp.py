@@ -53,7 +53,9 @@ def layer_forward(h: np.ndarray, layer: SparseLayer, cache: Optional[dict] = Non
     if cache is not None:
         cache["hg"] = hg
     idx = (layer.rows[None, :] + layer.n_out * np.arange(B)[:, None]).ravel()
-    return np.bincount(idx, weights=(hg * layer.w).ravel(), minlength=B * layer.n_out).reshape(B, layer.n_out)
+    out = np.bincount(idx, weights=(hg * layer.w).ravel(), minlength=B * layer.n_out)
+    # float even for a layer left without connections (bincount of nothing is int64)
+    return out.astype(np.float64, copy=False).reshape(B, layer.n_out)
 
 
 def layer_backward(dA: np.ndarray, h: np.ndarray, layer: SparseLayer, cache: dict,

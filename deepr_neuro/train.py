@@ -252,6 +252,7 @@ class Trainer:
         lr = self.lr_at(self.epoch)
         n_steps = -(-n // s.batch_size)
         rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
+        unusable_before = self.deepr.unusable_thetas
         per_step = np.zeros(n_steps, dtype=np.int32)
         loss_sum = 0.0
         t_grad = t_rewire = 0.0
@@ -293,6 +294,9 @@ class Trainer:
         }
         if pruned:
             record["pruned_before_epoch"] = True
+        unusable = self.deepr.unusable_thetas - unusable_before
+        if unusable:  # an update overflowed: those thetas were retired as dead (budgets
+            record["unusable_thetas"] = int(unusable)  # stay exact); the epoch diverged
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -368,10 +372,12 @@ def log_line(text: str, bar=None) -> None:
 
 
 def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
-    """First epoch whose training loss was not finite (None: training never diverged)."""
+    """First epoch whose training loss was not finite, or whose updates made a
+    theta NaN / inf / beyond float32 (retired as dead by the rewiring, so the
+    loss alone may not show it); None: training never diverged."""
     for h in history:
         loss = h.get("train_loss")
-        if loss is not None and not np.isfinite(loss):
+        if (loss is not None and not np.isfinite(loss)) or h.get("unusable_thetas"):
             return int(h["epoch"])
     return None
 
