@@ -21,6 +21,7 @@ import numpy as np
 
 from deepr_neuro.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
                                   prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
+from deepr_neuro.errors import InvariantError
 from deepr_neuro.sparse_mlp import SparseLayer
 
 REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
@@ -181,7 +182,10 @@ class DeepR:
                 layer.theta += lr * c.noise * self.rng.standard_normal(layer.theta.shape)
             self.unusable_thetas += int(np.count_nonzero(~(layer.theta <= THETA_MAX)))  # NaN too
             if c.method == "deepr":
-                replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
+                try:
+                    replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
+                except InvariantError as exc:  # say which layer (the rewiring knows only the core)
+                    raise InvariantError(f"weight layer {i} ({layer.n_in} x {layer.n_out}): {exc}") from None
         if c.method == "global-deepr":
             before = [len(dead_slots(layer.theta)) for layer in self.layers]
             rewire_global(self.rng, self.layers, self.initial_budgets,

@@ -636,3 +636,17 @@ def test_alias_expansion_limit_is_about_nodes_not_a_fixed_small_depth(tmp_path):
     f.write_text("\n".join(lines) + "\n" + LOIHI_TEXT)
     with pytest.raises(ConfigError, match=f"more than {MAX_YAML_NODES} values"):
         load_profile(f)
+
+
+def test_rewiring_that_cannot_keep_a_budget_raises_the_toolkits_error():
+    from deepr_neuro.rewiring import rewire_global, sample_dormant
+
+    core = CoreSpec(0, 2, 6, 6, 64)
+    with pytest.raises(InvariantError, match=r"post-neurons 0\.\.1: 0 dormant connections left, 1 needed"):
+        sample_dormant(np.random.default_rng(0), 3, core, np.arange(6), 1)
+    rng = np.random.default_rng(0)
+    layer = init_layer(rng, 3, 2, [CoreSpec(0, 2, 6, 4, 64)])  # capacity below the live count
+    layer.theta[0] = -1.0
+    with pytest.raises(InvariantError, match="no core has room") as ei:
+        rewire_global(rng, [layer], [np.array([6])])
+    assert isinstance(ei.value, RuntimeError)
