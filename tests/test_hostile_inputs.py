@@ -114,6 +114,8 @@ PROFILE_CASES = {
     "recursive alias": (_sub(_without_folded_description(LOIHI_TEXT), "description", "&r [*r]"), "alias"),
     "long string echoed": (_sub(LOIHI_TEXT, "cores", "'" + "9" * 100_000 + "'"), "field 'cores'"),
     "huge unknown key": (LOIHI_TEXT + "? " + "k" * 50_000 + "\n: 1\n", "unknown key"),
+    "integer of 5000 digits": (_sub(LOIHI_TEXT, "cores", "9" * 5000), "cannot be read"),
+    "nesting 20000 deep": ("x: " + "[" * 20000 + "]" * 20000 + "\n" + LOIHI_TEXT, "hostile.yaml"),
     "empty file": ("", "must be a YAML mapping"),
     "a list": ("- 1\n- 2\n", "must be a YAML mapping"),
     "not YAML": ("cores: [1, 2\n", "not valid YAML"),
