@@ -32,8 +32,9 @@ import numpy as np
 from deepr_neuro import __version__
 from deepr_neuro.bundle import _atomic_write, git_commit, save_bundle, write_json
 from deepr_neuro.deepr import DeepR, DeepRConfig
-from deepr_neuro.errors import BundleError, ConfigError
+from deepr_neuro.errors import BundleError, ConfigError, InvariantError
 from deepr_neuro.mapping import NetworkPlan, plan_network
+from deepr_neuro.model_spec import check_model_fits_data
 from deepr_neuro.quantize import fake_quantize
 from deepr_neuro.rewiring import CoreSpec
 from deepr_neuro.sparse_mlp import loss_and_grads, predict
@@ -140,17 +141,26 @@ def to_float(x_uint8: np.ndarray) -> np.ndarray:
 
 
 def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
-    """The product's promise, checked after training (and after every step in tests)."""
+    """The product's promise, checked after training (and after every step in tests):
+    every core holds exactly its budget K_c (DEEP R and baselines; at most it for
+    soft/global DEEP R), never more than its capacity, never more input axons
+    than its limit. A break raises InvariantError naming layer, core, count and
+    the limit's source (the toolkit's error, not a bare AssertionError)."""
+    src = getattr(plan, "profile_name", None) or "profile"
     for layer, lp in zip(deepr.layers, plan.layers):
         counts = layer.core_counts()
         axons = layer.core_axons()
         for c, n, a in zip(lp.cores, counts, axons):
+            where = f"layer '{lp.name}' core {c.core_id}"
             if method not in ("soft-deepr", "global-deepr") and n != c.budget:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active != budget {c.budget}")
+                raise InvariantError(f"{where}: {n} synapses != budget {c.budget} (the core's share of "
+                                     f"the layer's {lp.budget} connections; method {method})")
             if n > c.capacity:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active > capacity {c.capacity}")
+                raise InvariantError(f"{where}: {n} synapses > capacity {c.capacity} "
+                                     f"({src}: synapse memory / synapses_per_core)")
             if a > c.axon_limit:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {a} axons > limit {c.axon_limit}")
+                raise InvariantError(f"{where}: {a} input axons > limit {c.axon_limit} "
+                                     f"({src}: input_axons_per_core)")
 
 
 class Trainer:
@@ -161,6 +171,7 @@ class Trainer:
         self.profile, self.spec, self.settings, self.data = profile, spec, settings, dataset
         self.out_dir = Path(out_dir)
         self.profile_path, self.spec_path = profile_path, spec_path
+        check_model_fits_data(spec, dataset)  # a clear error before any mapping or training
         self.plan = build_plan(profile, spec, settings)
         self.init_rng = np.random.default_rng(settings.seed)
         self.data_rng = np.random.default_rng([settings.seed, 1])
@@ -362,6 +373,7 @@ class Trainer:
         lr = self.lr_at(self.epoch)
         n_steps = -(-n // s.batch_size)
         rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
+        unusable_before = self.deepr.unusable_thetas
         per_step = np.zeros(n_steps, dtype=np.int32)
         loss_sum = 0.0
         t_grad = t_rewire = 0.0
@@ -403,6 +415,9 @@ class Trainer:
         }
         if pruned:
             record["pruned_before_epoch"] = True
+        unusable = self.deepr.unusable_thetas - unusable_before
+        if unusable:  # an update overflowed: those thetas were retired as dead (budgets
+            record["unusable_thetas"] = int(unusable)  # stay exact); the epoch diverged
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -495,10 +510,12 @@ def log_line(text: str, bar=None) -> None:
 
 
 def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
-    """First epoch whose training loss was not finite (None: training never diverged)."""
+    """First epoch whose training loss was not finite, or whose updates made a
+    theta NaN / inf / beyond float32 (retired as dead by the rewiring, so the
+    loss alone may not show it); None: training never diverged."""
     for h in history:
         loss = h.get("train_loss")
-        if loss is not None and not np.isfinite(loss):
+        if (loss is not None and not np.isfinite(loss)) or h.get("unusable_thetas"):
             return int(h["epoch"])
     return None
 
