@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
 
 def _train_locked(args) -> int:
     from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.model_spec import load_model_spec
+    from deepr_neuro.model_spec import check_model_fits_data, load_model_spec
     from deepr_neuro.profile import load_profile
     from deepr_neuro.report import core_report
     from deepr_neuro.bundle import load_bundle
@@ -114,6 +114,7 @@ def _train_locked(args) -> int:
     build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
     data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
                         seed=settings.seed)
+    check_model_fits_data(spec, data)  # before the run directory is touched
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 

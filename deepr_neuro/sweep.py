@@ -752,9 +752,11 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
 def _check_dataset(config: SweepConfig, spec, seeds: List[int]) -> None:
     """A missing data set is one clear error, not a failure in every cell."""
     from deepr_neuro.datasets import load_dataset
+    from deepr_neuro.model_spec import check_model_fits_data
 
     s = spec.training
-    load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
+    data = load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
+    check_model_fits_data(spec, data)  # one clear error, not one per cell
 
 
 def _run_sweep_in(config: SweepConfig, profile, spec, seeds: List[int], cells: List[Cell], *,

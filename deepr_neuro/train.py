@@ -545,8 +545,8 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     try:
         while trainer.epoch < settings.epochs:
             record = trainer.run_epoch(bar)
-            if diverged_epoch(trainer.history) == record["epoch"]:  # first epoch with a loss not finite
-                log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss not finite): "
+            if diverged_epoch(trainer.history) == record["epoch"]:  # first epoch with a loss or thetas not finite
+                log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss or thetas not finite): "
                          f"the weights are unusable; lower --lr (epoch lr {record['lr']:g})", bar)
             if on_epoch is not None:
                 on_epoch(record, bar)

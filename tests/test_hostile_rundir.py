@@ -416,7 +416,7 @@ CHANGED = [
     (["--connectivity", "0.1"], "'connectivity'"), (["--weight-bits", "4"], "'weight_bits'"),
     (["--theta-min", "-0.01"], "'theta_min'"), (["--qat-epochs", "1"], "'qat_epochs'"),
     (["--dense-lr", "0.1"], "'dense_lr'"), (["--l1-alpha", "0.01"], "'l1_alpha'"),
-    (["--prune-epoch-fraction", "0.3"], "'prune_epoch_fraction'"), (["--data-dir", "/tmp"], "'data_dir'"),
+    (["--prune-epoch-fraction", "0.3"], "'prune_epoch_fraction'"),
 ]
 
 
