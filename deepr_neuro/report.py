@@ -121,7 +121,7 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
         for c in layer["cores"]:
             on = core_of_post[rows] == c["core"]
             n_neurons = c["post_stop"] - c["post_start"]
-            per_axon = np.bincount(cols[on], minlength=layer["n_in"])
+            per_axon = np.bincount(np.asarray(cols[on], dtype=np.int64), minlength=layer["n_in"])
             axon_counts = per_axon[per_axon > 0]
             mem = int(profile.synapse_memory_bits(axon_counts, weight_bits=lb, sparse=True, n_neurons=n_neurons)) \
                 if mem_limit else 0
