@@ -9,7 +9,11 @@ import errno
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -548,7 +552,8 @@ def _apply(arrays, op):
                 v = v.astype(np.float64)
         arrays[key] = v.reshape(()) if shape0 else v
     elif kind == "dtype":
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # complex -> real discards the imaginary part: intended
             arrays[key] = arrays[key].astype(b)
     elif kind == "length":
         v = arrays[key]
@@ -623,9 +628,11 @@ _STRUCTURAL = st.one_of(
               st.integers(0, 10**6), st.sampled_from([-1, 10**4, 2**31 - 1]), st.none()),
     st.tuples(st.just("value"), st.sampled_from(["l0_qweight", "l2_qweight"]), st.integers(0, 10**6),
               st.sampled_from([-257, 256, 3, 10**6]), st.none()),
-    st.tuples(st.just("value"), st.sampled_from(["l0_vth", "l1_du", "l2_dv", "l0_weight_exp", "in_shift",
+    st.tuples(st.just("value"), st.sampled_from(["l0_vth", "l1_du", "l2_dv", "in_shift",
                                                  "l2_bias_exp", "l1_num_weight_bits"]),
               st.none(), st.sampled_from([-1, -100, 2**20]), st.none()),
+    st.tuples(st.just("value"), st.sampled_from(["l0_weight_exp", "l2_weight_exp"]),
+              st.none(), st.sampled_from([-100, 8, 2**20]), st.none()),
     st.tuples(st.just("value"), st.sampled_from(["l0_weight", "l2_weight"]), st.integers(0, 10**6),
               st.sampled_from([np.nan, np.inf, -np.inf]), st.none()),
 )
@@ -658,3 +665,23 @@ def test_integer_network_from_arrays_never_casts(exported):
     big = dict(arrays, l0_qweight=arrays["l0_qweight"].astype(np.int64) + 2**32)
     with pytest.raises(BundleError, match="32-bit"):
         integer_network_from_arrays(big, names)
+
+
+def test_ctrl_c_during_export_leaves_the_bundle_as_it_was(exported, tmp_path):
+    """A real process and a real SIGINT: exit 130, a message that does not suggest --resume,
+    and both files untouched."""
+    run = copy_run(exported, tmp_path)
+    before = {n: (run / n).read_bytes() for n in (MANIFEST, NETWORK)}
+    exe = Path(sys.executable).parent / "deepr-neuro"
+    proc = subprocess.Popen([str(exe), "export", str(run), "--steps", "5000", "--calibration-samples", "3000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    for line in proc.stderr:  # wait until the calibration has started
+        if "calibrating" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "unchanged" in err and "--resume" not in err and "Traceback" not in err
+    assert {n: (run / n).read_bytes() for n in (MANIFEST, NETWORK)} == before
+    assert not list(run.glob(".*.tmp"))
