@@ -168,9 +168,13 @@ def save_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Dict[str, np.nd
     write_json(run_dir / MANIFEST, manifest)
 
 
-def _fix(run_dir: Path) -> str:
-    return (f"the bundle in {run_dir} cannot be used as it is: export it again "
-            f"(`deepr-neuro export {run_dir}`), or train it again if the training arrays are damaged")
+def _fix(run_dir: Path) -> Dict[str, str]:
+    """The fix to name, by what is wrong: the manifest, a trained array, or the SNN export."""
+    train = (f"train the run again (`deepr-neuro train ... --out {run_dir} --overwrite`) "
+             "or restore the bundle's two files together from a copy")
+    return {"manifest": f"{MANIFEST} was damaged or edited: {train}",
+            "trained": f"the trained network is damaged: {train}",
+            "export": f"the SNN export is damaged: export again (`deepr-neuro export {run_dir}`)"}
 
 
 def read_manifest(run_dir: Path) -> Dict[str, Any]:
@@ -183,14 +187,14 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
     try:
         manifest = json.loads(mpath.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, deep nesting
-        raise BundleError(f"{mpath}: not valid JSON ({str(e)[:200]}); {_fix(run_dir)}") from None
+        raise BundleError(f"{mpath}: not valid JSON ({str(e)[:200]}); {_fix(run_dir)['manifest']}") from None
     except OSError as e:
         raise BundleError(f"{mpath}: cannot be read ({e.strerror or e}); check its permissions") from None
     if not isinstance(manifest, dict):
         from deepr_neuro.bundle_check import cut
 
         raise BundleError(f"{mpath}: must hold a JSON object, got {type(manifest).__name__} "
-                          f"{cut(manifest, 80)}; {_fix(run_dir)}")
+                          f"{cut(manifest, 80)}; {_fix(run_dir)['manifest']}")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: field 'format' is {str(manifest.get('format'))[:80]!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
@@ -219,20 +223,20 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
     fix = _fix(run_dir)
     if for_export:  # the export block is rewritten: a damaged one must not block the re-export
         manifest = {k: v for k, v in manifest.items() if k != "snn"}
-    profile = check_manifest(manifest, str(mpath), fix)
+    profile = check_manifest(manifest, str(mpath), fix["manifest"])
     if not npath.exists():
-        raise BundleError(f"{npath}: missing (the manifest exists, the network does not); {fix}")
+        raise BundleError(f"{npath}: missing (the manifest exists, the network does not); {fix['trained']}")
     try:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile / pickle / value errors from a damaged file
-        raise BundleError(f"{npath}: cannot be read ({str(e)[:200]}); {fix}") from None
+        raise BundleError(f"{npath}: cannot be read ({str(e)[:200]}); {fix['trained']}") from None
     integ = manifest.get("integrity")
     if integ is not None:
         want_all, want_trained = integ.get("network_sha256"), integ.get("trained_sha256")
         if not isinstance(want_all, str) or not isinstance(want_trained, str):
             raise BundleError(f"{mpath}: field 'integrity': network_sha256 and trained_sha256 must be "
-                              f"strings; {fix}")
+                              f"strings; {fix['manifest']}")
         got_all = arrays_sha256(arrays)
         if got_all != want_all:
             trained = [k for k in arrays if not is_export_key(k)]
@@ -260,7 +264,7 @@ def check_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Mapping[str, n
 
     run_dir = Path(run_dir)
     fix = _fix(run_dir)
-    profile = check_manifest(manifest, str(run_dir / MANIFEST), fix)
+    profile = check_manifest(manifest, str(run_dir / MANIFEST), fix["manifest"])
     check_arrays(manifest, profile, arrays, str(run_dir / NETWORK), fix, need_finite=need_fit)
     if need_fit:
         check_fit(manifest, arrays, str(run_dir))

@@ -180,7 +180,8 @@ def check_manifest(m: Any, mpath: str, fix: str):
     if snn is not None:
         s = snn.get("steps_per_sample")
         if not _is_int(s) or not 1 <= s <= MAX_STEPS:
-            raise bad("snn.steps_per_sample", f"must be an integer in 1..{MAX_STEPS}, got {cut(s, 80)}")
+            raise bad("snn.steps_per_sample", f"must be an integer in 1..{MAX_STEPS}, got {cut(s, 80)} "
+                                              "(`deepr-neuro export` rewrites the snn block)")
     return profile
 
 
@@ -191,15 +192,18 @@ def check_manifest(m: Any, mpath: str, fix: str):
 class _Arrays:
     """Typed access to the npz arrays with messages naming file, array, index, value, limit."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], npath: str, fix: str):
-        self.a, self.npath, self.fix = arrays, npath, fix
+    def __init__(self, arrays: Mapping[str, np.ndarray], npath: str, fix: Mapping[str, str]):
+        self.a, self.npath, self.fixes = arrays, npath, fix
+
+    def fix(self, key: str) -> str:
+        return self.fixes["export" if is_export_key(key) else "trained"]
 
     def fail(self, key: str, msg: str) -> BundleError:
-        return BundleError(f"{self.npath}: array {key!r}: {msg}; {self.fix}")
+        return BundleError(f"{self.npath}: array {cut(key, 60)}: {msg}; {self.fix(key)}")
 
     def get(self, key: str) -> np.ndarray:
         if key not in self.a:
-            raise BundleError(f"{self.npath}: array {key!r} is missing; {self.fix}")
+            raise BundleError(f"{self.npath}: array {key!r} is missing; {self.fix(key)}")
         return np.asarray(self.a[key])
 
     def ints(self, key: str, n: Optional[int] = None, what: str = "") -> np.ndarray:
@@ -233,7 +237,7 @@ class _Arrays:
 
 
 def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndarray],
-                 npath: str, fix: str, need_finite: bool = True) -> None:
+                 npath: str, fix: Mapping[str, str], need_finite: bool = True) -> None:
     """Structural and chip-format checks of the arrays against the manifest and profile.
 
     Non-finite float weights are refused, except (``need_finite=False``) in a

@@ -685,3 +685,14 @@ def test_ctrl_c_during_export_leaves_the_bundle_as_it_was(exported, tmp_path):
     assert "unchanged" in err and "--resume" not in err and "Traceback" not in err
     assert {n: (run / n).read_bytes() for n in (MANIFEST, NETWORK)} == before
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_damaged_snn_block_is_refused_and_export_repairs_it(exported, tmp_path, capsys):
+    run = copy_run(exported, tmp_path)
+    manifest, _ = raw(run)
+    manifest["snn"]["steps_per_sample"] = 0
+    write_manifest(run, manifest)
+    assert main(["simulate", str(run), "--samples", "3"]) == 2
+    assert "snn.steps_per_sample" in capsys.readouterr().err
+    assert main(["export", str(run), "--steps", str(STEPS), "--calibration-samples", "40", "--no-progress"]) == 0
+    assert main(["simulate", str(run), "--samples", "3"]) == 0
