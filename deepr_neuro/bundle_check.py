@@ -377,5 +377,6 @@ def check_fit(manifest: Dict[str, Any], arrays: Mapping[str, np.ndarray], run_di
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise BudgetError(f"{run_dir}: the network does not fit its profile: {problems[0]}{more}; "
-                          f"`deepr-neuro report {run_dir}` shows every core; train it again "
-                          "(lower --connectivity or a larger profile)")
+                          f"`deepr-neuro report {run_dir}` shows every core; export again if the export's "
+                          "weight width differs from the trained --weight-bits, else train again with a lower "
+                          "--connectivity or for a larger profile")

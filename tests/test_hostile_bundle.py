@@ -696,3 +696,20 @@ def test_a_damaged_snn_block_is_refused_and_export_repairs_it(exported, tmp_path
     assert "snn.steps_per_sample" in capsys.readouterr().err
     assert main(["export", str(run), "--steps", str(STEPS), "--calibration-samples", "40", "--no-progress"]) == 0
     assert main(["simulate", str(run), "--samples", "3"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "pickled object array", "a directory", "missing"])
+def test_unreadable_network_files_are_refused(exported, tmp_path, kind):
+    run = copy_run(exported, tmp_path)
+    npz = run / NETWORK
+    npz.unlink()
+    if kind == "garbage":
+        npz.write_bytes(b"PK\x03\x04 not really a zip")
+    elif kind == "empty":
+        npz.write_bytes(b"")
+    elif kind == "pickled object array":
+        np.savez(npz, l0_rows=np.array([{"a": 1}], dtype=object))
+    elif kind == "a directory":
+        npz.mkdir()
+    msg = refused(run, "network.npz")
+    assert ("missing" if kind == "missing" else "cannot be read") in msg
