@@ -60,7 +60,8 @@ def _atomic_write(path: Path, data) -> None:
         _unlink_quietly(tmp)
         hint = "free some disk space and run the command again" if e.errno == errno.ENOSPC \
             else "check the directory's permissions and free space, then run the command again"
-        raise BundleError(f"{path}: write failed ({e.strerror or e}); the previous {path.name} "
+        code = errno.errorcode.get(e.errno, "error") if e.errno else "error"
+        raise BundleError(f"{path}: write failed ({code}: {e.strerror or e}); the previous {path.name} "
                           f"(if any) is unchanged; {hint}") from None
     except BaseException:
         _unlink_quietly(tmp)

@@ -427,7 +427,7 @@ def test_disk_full_is_a_clean_error_and_keeps_the_old_file(exported, tmp_path, m
     with pytest.raises(BundleError) as info:
         save_bundle(run, manifest, arrays)
     msg = str(info.value)
-    assert "network.npz" in msg and os.strerror(errno.ENOSPC) in msg and "unchanged" in msg
+    assert "network.npz" in msg and "ENOSPC" in msg and os.strerror(errno.ENOSPC) in msg and "unchanged" in msg
     assert "seek of closed file" not in msg
     monkeypatch.undo()
     assert (run / NETWORK).read_bytes() == before
