@@ -142,8 +142,9 @@ def _train_locked(args) -> int:
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % (validation {100 * m['val_accuracy']:.2f} %); "
           f"bundle written to {out}/")
     manifest, arrays = load_bundle(out)
-    print(core_report(manifest, arrays).to_table())
-    return 0
+    fit = core_report(manifest, arrays)
+    print(fit.to_table())
+    return 0 if fit.fits else 1  # the table's verdict is the exit status (as `report`)
 
 
 def cmd_report(args) -> int:
@@ -159,11 +160,20 @@ def cmd_report(args) -> int:
     return 0 if result.fits else 1
 
 
+def _interrupted(command: str, run: str) -> int:
+    """Ctrl-C in a deployment command: the bundle is untouched (writes are atomic)."""
+    print(f"interrupted; {run} is unchanged; run `deepr-neuro {command} {run}` again", file=sys.stderr)
+    return 130
+
+
 def cmd_export(args) -> int:
     from deepr_neuro.deploy import export_run
 
-    summary = export_run(Path(args.run), steps=args.steps, target=args.to,
-                         calibration_samples=args.calibration_samples)
+    try:
+        summary = export_run(Path(args.run), steps=args.steps, target=args.to,
+                             calibration_samples=args.calibration_samples, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return _interrupted("export", args.run)
     print(summary)
     return 0
 
@@ -171,8 +181,11 @@ def cmd_export(args) -> int:
 def cmd_simulate(args) -> int:
     from deepr_neuro.deploy import simulate_run
 
-    text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
-                            as_json=args.json)
+    try:
+        text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
+                                as_json=args.json)
+    except KeyboardInterrupt:
+        return _interrupted("simulate", args.run)
     print(text)
     return 0 if ok else 1
 
@@ -181,7 +194,11 @@ def cmd_crosscheck(args) -> int:
     from deepr_neuro.deploy import crosscheck_run
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    text, agree = crosscheck_run(Path(args.run), samples=args.samples, backends=backends, as_json=args.json)
+    try:
+        text, agree = crosscheck_run(Path(args.run), samples=args.samples, steps=args.steps, backends=backends,
+                                     as_json=args.json)
+    except KeyboardInterrupt:
+        return _interrupted("crosscheck", args.run)
     print(text)
     return 0 if agree else 1
 
@@ -232,6 +249,8 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepr_neuro.bundle_check import MAX_STEPS
+
     parser = argparse.ArgumentParser(
         prog="deepr-neuro",
         description="Train very sparse networks with DEEP R under neuromorphic chip budgets; "
@@ -255,22 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="quantize and convert a run to an integer spiking network")
     p.add_argument("run")
     p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
-    p.add_argument("--steps", type=int, default=None, help="time steps per sample (default 100)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"time steps per sample, 1..{MAX_STEPS} (default 100)")
     p.add_argument("--calibration-samples", type=int, default=3000,
-                   help="validation samples simulated to calibrate thresholds (more: slower, steadier)")
+                   help="validation samples (>= 1) simulated to calibrate thresholds (more: slower, steadier)")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="run the exported network on the test set")
     p.add_argument("run")
     p.add_argument("--backend", default="emulator", choices=["emulator", "lava", "brian2", "brian2-float"])
-    p.add_argument("--samples", type=int, default=None, help="first N test samples (default: all)")
-    p.add_argument("--steps", type=int, default=None, help="override time steps per sample")
+    p.add_argument("--samples", type=int, default=None, help="first N >= 1 test samples (default: all)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"override time steps per sample, 1..{MAX_STEPS} (default: the export's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("crosscheck", help="emulator vs Lava vs Brian2 on the same samples")
     p.add_argument("run")
-    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--samples", type=int, default=20, help="first N >= 1 test samples (default 20)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"time steps per sample, 1..{MAX_STEPS} (default: the export's)")
     p.add_argument("--backends", help="comma-separated subset, e.g. emulator,brian2,brian2-float "
                                       "(default: emulator,lava,brian2,brian2-float)")
     p.add_argument("--json", action="store_true")

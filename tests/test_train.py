@@ -139,7 +139,9 @@ def test_report_flags_a_core_over_budget(tmp_path, digits):
     _train(tmp_path, digits, "r", epochs=1)
     manifest, arrays = load_bundle(tmp_path / "r")
     from deepr_neuro.report import core_report
-    manifest["layers"][0]["cores"][0]["capacity"] = 10
+    manifest["layers"][0]["cores"][0]["capacity"] = 10  # stored capacities are never trusted
+    assert core_report(manifest, arrays).fits
+    manifest["profile"]["synapses_per_core"] = 10  # the limit is recomputed from the profile
     result = core_report(manifest, arrays)
     assert not result.fits and "capacity 10" in result.to_table()
 
