@@ -168,10 +168,13 @@ def _interrupted(command: str, run: str) -> int:
 
 def cmd_export(args) -> int:
     from deepr_neuro.deploy import export_run
+    from deepr_neuro.rundir import DirLock
 
     try:
-        summary = export_run(Path(args.run), steps=args.steps, target=args.to,
-                             calibration_samples=args.calibration_samples, progress=not args.no_progress)
+        # under the run's lock: an export never races a train --resume / --overwrite of the same run
+        with DirLock(Path(args.run), what="run", flag="run"):
+            summary = export_run(Path(args.run), steps=args.steps, target=args.to,
+                                 calibration_samples=args.calibration_samples, progress=not args.no_progress)
     except KeyboardInterrupt:
         return _interrupted("export", args.run)
     print(summary)

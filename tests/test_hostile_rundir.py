@@ -821,3 +821,16 @@ def test_overwrite_through_a_symlink_replaces_the_run_it_points_to(run, tmp_path
 def test_a_name_too_long_for_the_lock_file_is_one_error_line(tmp_path, capsys):
     assert main(_train_argv(tmp_path / ("x" * 254))) == 2
     _one_error_line(capsys.readouterr().err, "ENAMETOOLONG")
+
+
+def test_export_refuses_while_another_process_holds_the_run(tmp_path, capsys):
+    """export takes the same lock as train: it never races a --resume or --overwrite of that run."""
+    from deepr_neuro.rundir import DirLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with DirLock(run, what="run"):
+        rc = main(["export", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "another deepr-neuro process" in err and str(os.getpid()) in err
