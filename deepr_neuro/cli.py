@@ -54,7 +54,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_profiles(args) -> int:
-    from deepr_neuro.profile import list_profiles, load_profile
+    from deepr_neuro.hardware.profile import list_profiles, load_profile
 
     paths = list_profiles(args.dir)
     if not paths:
@@ -76,7 +76,7 @@ def cmd_profiles(args) -> int:
 
 def cmd_train(args) -> int:
     """Train under the run directory's lock (see rundir.py: a second process refuses at once)."""
-    from deepr_neuro.rundir import DirLock, check_out_path
+    from deepr_neuro.store.rundir import DirLock, check_out_path
 
     check_out_path(Path(args.out))
     if args.resume and args.overwrite:
@@ -87,13 +87,13 @@ def cmd_train(args) -> int:
 
 
 def _train_locked(args) -> int:
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.model_spec import check_model_fits_data, load_model_spec
-    from deepr_neuro.profile import load_profile
-    from deepr_neuro.report import core_report
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.rundir import Target
-    from deepr_neuro.train import TrainSettings, build_plan, train
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.model_spec import check_model_fits_data, load_model_spec
+    from deepr_neuro.hardware.profile import load_profile
+    from deepr_neuro.hardware.report import core_report
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.store.rundir import Target
+    from deepr_neuro.training.trainer import TrainSettings, build_plan, train
 
     profile = load_profile(args.profile)
     spec = load_model_spec(args.model)
@@ -118,7 +118,7 @@ def _train_locked(args) -> int:
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 
-    from deepr_neuro.train import log_line
+    from deepr_neuro.training.trainer import log_line
 
     def on_epoch(r, bar):
         log_line(f"epoch {r['epoch']:>3}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  "
@@ -148,8 +148,8 @@ def _train_locked(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.report import core_report
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.hardware.report import core_report
 
     manifest, arrays = load_bundle(Path(args.run))
     result = core_report(manifest, arrays)
@@ -167,8 +167,8 @@ def _interrupted(command: str, run: str) -> int:
 
 
 def cmd_export(args) -> int:
-    from deepr_neuro.deploy import export_run
-    from deepr_neuro.rundir import DirLock
+    from deepr_neuro.pipeline import export_run
+    from deepr_neuro.store.rundir import DirLock
 
     try:
         # under the run's lock: an export never races a train --resume / --overwrite of the same run
@@ -182,7 +182,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from deepr_neuro.deploy import simulate_run
+    from deepr_neuro.pipeline import simulate_run
 
     try:
         text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
@@ -194,7 +194,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_crosscheck(args) -> int:
-    from deepr_neuro.deploy import crosscheck_run
+    from deepr_neuro.pipeline import crosscheck_run
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     try:
@@ -207,7 +207,7 @@ def cmd_crosscheck(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from deepr_neuro.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
+    from deepr_neuro.experiments.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "alpha", "noise", "theta_min",
@@ -229,7 +229,7 @@ def cmd_sweep(args) -> int:
             print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
                   f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
-    from deepr_neuro.sweep import SUMMARY_MD
+    from deepr_neuro.experiments.sweep import SUMMARY_MD
 
     print((Path(args.out) / SUMMARY_MD).read_text(), end="")
     print(f"{len(outcome.ran)} cells trained now, {len(outcome.reused)} already done, "
@@ -242,7 +242,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from deepr_neuro.plots import plot_sweep
+    from deepr_neuro.experiments.plots import plot_sweep
 
     written = plot_sweep(Path(args.sweep), out_dir=Path(args.to) if args.to else None,
                          budget_connectivity=args.budget_connectivity)
@@ -252,7 +252,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deepr_neuro.bundle_check import MAX_STEPS
+    from deepr_neuro.store.bundle_check import MAX_STEPS
 
     parser = argparse.ArgumentParser(
         prog="deepr-neuro",

@@ -27,7 +27,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # 1. Everything but lava-nc, resolved normally against the pins.
 "${pip[@]}" install -c constraints.txt -e ".[test]"
 # 2. lava-nc alone: its metadata says Python <3.11, the code runs on 3.11 with
-#    deepr_neuro.lava_compat. --ignore-requires-python must not reach step 1,
+#    deepr_neuro.simulate.lava_compat. --ignore-requires-python must not reach step 1,
 #    or pip would pick releases of other packages that need newer Pythons.
 "${pip[@]}" install -c constraints.txt --no-deps --ignore-requires-python lava-nc
 "$venv/bin/python" -m pip check

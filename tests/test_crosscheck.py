@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from deepr_neuro.backends import Backend
-from deepr_neuro.brian2_backend import Brian2Backend
-from deepr_neuro.crosscheck import CrosscheckReport, count_correlation, crosscheck
-from deepr_neuro.emulator import EmulatorBackend
+from deepr_neuro.simulate.backends import Backend
+from deepr_neuro.simulate.brian2_backend import Brian2Backend
+from deepr_neuro.simulate.crosscheck import CrosscheckReport, count_correlation, crosscheck
+from deepr_neuro.simulate.emulator import EmulatorBackend
 from deepr_neuro.errors import BackendError, ConfigError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
 

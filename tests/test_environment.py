@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from deepr_neuro import lava_compat
+from deepr_neuro.simulate import lava_compat
 
 
 def test_patch_rewrites_only_mutable_bytencoder_defaults():

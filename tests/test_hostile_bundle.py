@@ -21,13 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro import bundle as bundle_mod
-from deepr_neuro.backends import get_backend
-from deepr_neuro.bundle import MANIFEST, NETWORK, load_bundle, save_bundle
-from deepr_neuro.bundle_check import is_export_key
+from deepr_neuro.store import bundle as bundle_mod
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.store.bundle import MANIFEST, NETWORK, load_bundle, save_bundle
+from deepr_neuro.store.bundle_check import is_export_key
 from deepr_neuro.cli import main
-from deepr_neuro.convert import integer_network_from_arrays
-from deepr_neuro.deploy import load_integer_network
+from deepr_neuro.convert.conversion.conversion import integer_network_from_arrays
+from deepr_neuro.pipeline import load_integer_network
 from deepr_neuro.errors import BudgetError, BundleError, DeeprError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
 def reference(exported):
     """The untouched network's spikes on a few test samples (the no-op yardstick)."""
     manifest, _, net = load_integer_network(exported)
-    from deepr_neuro.deploy import run_dataset
+    from deepr_neuro.pipeline import run_dataset
 
     x = run_dataset(manifest).x_test[:4]
     return x, get_backend("emulator").run(net, x, STEPS, record_spikes=True)

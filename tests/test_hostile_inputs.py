@@ -20,15 +20,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro import mapping
+from deepr_neuro.hardware import mapping
 from deepr_neuro.cli import main
-from deepr_neuro.datasets import MAX_IDX_PAYLOAD_BYTES, read_idx
+from deepr_neuro.training.datasets import MAX_IDX_PAYLOAD_BYTES, read_idx
 from deepr_neuro.errors import BudgetError, ConfigError, DataError, DeeprError, InvariantError
-from deepr_neuro.model_spec import (MAX_ADAM_EPS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_L1, MAX_SEED, ModelSpec,
+from deepr_neuro.training.model_spec import (MAX_ADAM_EPS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_L1, MAX_SEED, ModelSpec,
                                     load_model_spec)
-from deepr_neuro.profile import (MAX_CORES, MAX_NEURONS_PER_CORE, MAX_YAML_NODES, HardwareProfile,
+from deepr_neuro.hardware.profile import (MAX_CORES, MAX_NEURONS_PER_CORE, MAX_YAML_NODES, HardwareProfile,
                                  load_profile)
-from deepr_neuro.rewiring import CoreSpec, dead_slots, init_layer, rewire_deepr
+from deepr_neuro.training.rewiring import CoreSpec, dead_slots, init_layer, rewire_deepr
 
 ROOT = Path(__file__).resolve().parents[1]
 LOIHI = ROOT / "hardware_profiles" / "loihi.yaml"
@@ -284,7 +284,7 @@ def test_permission_denied_is_a_clean_error(tmp_path):
     f = tmp_path / "secret.yaml"
     f.write_text(LOIHI_TEXT)
     f.chmod(0)
-    code = ("import sys\nfrom deepr_neuro.profile import load_profile\nfrom deepr_neuro.errors import ConfigError\n"
+    code = ("import sys\nfrom deepr_neuro.hardware.profile import load_profile\nfrom deepr_neuro.errors import ConfigError\n"
             f"try:\n    load_profile({str(f)!r})\nexcept ConfigError as e:\n    print('REFUSED', e); sys.exit(0)\n"
             "print('READ'); sys.exit(1)\n")
     kw = {}
@@ -466,8 +466,8 @@ def test_dead_slots_equals_theta_le_zero_for_usable_thetas(values):
 
 
 def test_invariant_break_is_the_toolkits_error_naming_layer_core_count_and_budget(tmp_path):
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.train import TrainSettings, Trainer, check_invariants
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.trainer import TrainSettings, Trainer, check_invariants
 
     spec = load_model_spec(DIGITS).with_overrides(epochs=1)
     tr = Trainer(load_profile(LOIHI), spec, TrainSettings.from_spec(spec), load_dataset("digits"), tmp_path / "r")
@@ -621,7 +621,7 @@ def test_any_layer_sizes_are_mapped_or_refused_fast(sizes, input_size):
     t0 = time.perf_counter()
     try:
         spec = ModelSpec.from_dict({"name": "m", "input_size": input_size, "layers": layers}, "gen.yaml")
-        from deepr_neuro.train import TrainSettings, build_plan
+        from deepr_neuro.training.trainer import TrainSettings, build_plan
         build_plan(load_profile(LOIHI), spec, TrainSettings.from_spec(spec))
     except (ConfigError, BudgetError):
         pass
@@ -641,7 +641,7 @@ def test_alias_expansion_limit_is_about_nodes_not_a_fixed_small_depth(tmp_path):
 
 
 def test_rewiring_that_cannot_keep_a_budget_raises_the_toolkits_error():
-    from deepr_neuro.rewiring import rewire_global, sample_dormant
+    from deepr_neuro.training.rewiring import rewire_global, sample_dormant
 
     core = CoreSpec(0, 2, 6, 6, 64)
     with pytest.raises(InvariantError, match=r"post-neurons 0\.\.1: 0 dormant connections left, 1 needed"):

@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from deepr_neuro import rundir
+from deepr_neuro.store import rundir
 from deepr_neuro.cli import main
-from deepr_neuro.datasets import load_dataset
+from deepr_neuro.training.datasets import load_dataset
 from deepr_neuro.errors import BundleError, ConfigError
-from deepr_neuro.model_spec import load_model_spec
-from deepr_neuro.profile import load_profile
-from deepr_neuro.train import TrainSettings, train
+from deepr_neuro.training.model_spec import load_model_spec
+from deepr_neuro.hardware.profile import load_profile
+from deepr_neuro.training.trainer import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "hardware_profiles" / "tiny_test.yaml"
@@ -194,7 +194,7 @@ def test_a_failing_overwrite_keeps_the_old_run(run, tmp_path, capsys, cause):
 @pytest.mark.parametrize("failure", ["KeyboardInterrupt", "ENOSPC", "ValueError"])
 def test_an_overwrite_failing_while_training_keeps_the_old_run(run, monkeypatch, capsys, failure):
     """A failure in the middle of training (Ctrl-C, disk full, any bug) discards the new run only."""
-    from deepr_neuro import train as train_mod
+    from deepr_neuro.training import trainer as train_mod
 
     real = train_mod.Trainer.run_epoch
 
@@ -235,7 +235,7 @@ def test_write_enospc_keeps_the_old_checkpoint_on_resume(run, monkeypatch, capsy
     """Disk full while the checkpoint is written: one error line naming the file; the old files stay."""
     import io
 
-    from deepr_neuro import bundle
+    from deepr_neuro.store import bundle
 
     real = os.fdopen
 
@@ -611,7 +611,7 @@ def test_property_any_array_swap_is_refused_or_resumes(checkpointed, digits, tmp
                    resume=True)
     except (BundleError, ConfigError):
         return
-    from deepr_neuro.train import check_invariants
+    from deepr_neuro.training.trainer import check_invariants
     check_invariants(tr.deepr, tr.plan, "deepr")
 
 
@@ -681,7 +681,7 @@ def test_a_failing_sweep_overwrite_keeps_the_old_sweep(sweep_dir, tmp_path, caps
 
 
 def test_sweep_overwrite_interrupted_keeps_the_old_sweep(sweep_dir, monkeypatch, capsys):
-    from deepr_neuro import sweep as sweep_mod
+    from deepr_neuro.experiments import sweep as sweep_mod
 
     def interrupted(task):
         raise KeyboardInterrupt
@@ -707,7 +707,7 @@ STRAY = {
 
 @pytest.mark.parametrize("case", sorted(STRAY))
 def test_a_stray_file_in_results_does_not_crash_sweep_summary_or_plot(sweep_dir, tmp_path, capsys, case):
-    from deepr_neuro.sweep import load_results
+    from deepr_neuro.experiments.sweep import load_results
 
     good = json.loads((sweep_dir / "results" / "deepr_c0.1_s1.json").read_text())
     text = STRAY[case]
@@ -769,7 +769,7 @@ def test_kill_9_of_a_sweep_leaves_no_worker_running(tmp_path):
 
 def test_worker_exits_when_its_parent_is_already_gone():
     """The initializer's fallback: a worker whose parent pid is not its parent ends at once."""
-    code = ("import os; from deepr_neuro.sweep import die_with_parent; die_with_parent(os.getppid() + 12345); "
+    code = ("import os; from deepr_neuro.experiments.sweep import die_with_parent; die_with_parent(os.getppid() + 12345); "
             "print('still here')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "still here" not in done.stdout
@@ -777,11 +777,11 @@ def test_worker_exits_when_its_parent_is_already_gone():
 
 # ------------------------------------------------------------------ Ctrl-C advice per command
 @pytest.mark.parametrize("command,target,resume_advice", [
-    ("export", "deepr_neuro.deploy.export_run", False),
-    ("simulate", "deepr_neuro.deploy.simulate_run", False),
-    ("crosscheck", "deepr_neuro.deploy.crosscheck_run", False),
-    ("report", "deepr_neuro.bundle.load_bundle", False),
-    ("train", "deepr_neuro.train.Trainer.run_epoch", True),
+    ("export", "deepr_neuro.pipeline.export_run", False),
+    ("simulate", "deepr_neuro.pipeline.simulate_run", False),
+    ("crosscheck", "deepr_neuro.pipeline.crosscheck_run", False),
+    ("report", "deepr_neuro.store.bundle.load_bundle", False),
+    ("train", "deepr_neuro.training.trainer.Trainer.run_epoch", True),
 ])
 def test_ctrl_c_advice_depends_on_the_command(tmp_path, monkeypatch, capsys, command, target, resume_advice):
     def interrupt(*a, **k):
@@ -825,7 +825,7 @@ def test_a_name_too_long_for_the_lock_file_is_one_error_line(tmp_path, capsys):
 
 def test_export_refuses_while_another_process_holds_the_run(tmp_path, capsys):
     """export takes the same lock as train: it never races a --resume or --overwrite of that run."""
-    from deepr_neuro.rundir import DirLock
+    from deepr_neuro.store.rundir import DirLock
 
     run = tmp_path / "run"
     run.mkdir()

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
+from deepr_neuro.convert.conversion.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
                                   fake_quantize, full_range_scale, quantize_network,
                                   quantize_weights, quantized_accuracy, float_accuracy,
                                   sign_mode_of, truncate_weights, weight_range, weight_step)
@@ -30,7 +30,7 @@ def lava_reference(w, num_weight_bits):
 
 def _lava_available():
     try:
-        import deepr_neuro.lava_compat  # noqa: F401
+        import deepr_neuro.simulate.lava_compat  # noqa: F401
         import lava.utils.weightutils  # noqa: F401
         return True
     except Exception:

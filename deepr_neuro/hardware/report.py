@@ -100,9 +100,9 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
     Every limit (neurons, synapse capacity, input axons, memory) is recomputed
     from the manifest's profile block at the network's weight width; the
     capacities stored in the manifest are never used. The bundle is assumed
-    checked (:func:`deepr_neuro.bundle.load_bundle` does it).
+    checked (:func:`deepr_neuro.store.bundle.load_bundle` does it).
     """
-    from deepr_neuro.profile import HardwareProfile
+    from deepr_neuro.hardware.profile import HardwareProfile
 
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest profile")
     wb = network_weight_bits(manifest, arrays, profile)

@@ -35,9 +35,9 @@ from typing import List, Optional
 import numpy as np
 import scipy.sparse as sp
 
-from deepr_neuro.backends import Backend, SimResult
+from deepr_neuro.simulate.backends import Backend, SimResult
 from deepr_neuro.errors import BackendError
-from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
 
 # --- constants of AbstractPyLifModelFixed (lava/proc/lif/models.py) ---------
 DECAY_SHIFT = 12            # decays are MSB-aligned to 12 bits

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from deepr_neuro.bundle import check_bundle, load_bundle, save_bundle
-from deepr_neuro.bundle_check import MAX_STEPS
+from deepr_neuro.store.bundle import check_bundle, load_bundle, save_bundle
+from deepr_neuro.store.bundle_check import MAX_STEPS
 from deepr_neuro.errors import BundleError, ConfigError, DataError
 
 CALIBRATION_SAMPLES = 5000  # training images used for threshold normalisation
@@ -25,7 +25,7 @@ DEFAULT_STEPS = 100
 
 def run_dataset(manifest: Dict):
     """The data set a run was trained on, split exactly as in training."""
-    from deepr_neuro.datasets import load_dataset
+    from deepr_neuro.training.datasets import load_dataset
 
     t = manifest["training"]
     data = load_dataset(manifest["dataset"]["name"], data_dir=t.get("data_dir"),
@@ -54,7 +54,7 @@ def check_samples(samples, flag: str = "--samples") -> int:
 
 def load_integer_network(run_dir: Path):
     """The exported integer network of a run, after every bundle check (fit included)."""
-    from deepr_neuro.convert import integer_network_from_arrays
+    from deepr_neuro.convert.conversion.conversion import integer_network_from_arrays
 
     manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
@@ -65,7 +65,7 @@ def load_integer_network(run_dir: Path):
 
 def activity_table(net, result) -> Tuple[str, Dict]:
     """Per-inference spikes and synaptic operations per layer."""
-    from deepr_neuro.emulator import synops
+    from deepr_neuro.simulate.emulator import synops
 
     act = synops(net, result)
     names = ["input"] + [layer.name for layer in net.layers]
@@ -94,11 +94,11 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     passes every load check before it is written (the old one stays
     otherwise).
     """
-    from deepr_neuro.backends import get_backend
-    from deepr_neuro.convert import (ChipFormat, calibrate, convert, float_layers_from_arrays,
+    from deepr_neuro.simulate.backends import get_backend
+    from deepr_neuro.convert.conversion.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
                                      integer_network_to_arrays, quantized_ann_accuracy)
-    from deepr_neuro.profile import HardwareProfile
-    from deepr_neuro.quantize import float_accuracy
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.convert.conversion.quantize import float_accuracy
 
     run_dir = Path(run_dir)
     steps = DEFAULT_STEPS if steps is None else check_steps(steps)
@@ -177,7 +177,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
 def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int] = None,
                  steps: Optional[int] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Run the exported network on the first ``samples`` test samples."""
-    from deepr_neuro.backends import get_backend
+    from deepr_neuro.simulate.backends import get_backend
 
     run_dir = Path(run_dir)
     if samples is not None:
@@ -209,7 +209,7 @@ def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int
 def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None,
                    backends: Optional[List[str]] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Emulator vs Lava vs Brian2 (integer and float) on the same test samples."""
-    from deepr_neuro.crosscheck import DEFAULT_BACKENDS, crosscheck
+    from deepr_neuro.simulate.crosscheck import DEFAULT_BACKENDS, crosscheck
 
     run_dir = Path(run_dir)
     check_samples(samples)

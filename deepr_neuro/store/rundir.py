@@ -47,7 +47,7 @@ RUN_FILES = ("manifest.json", "network.npz", "checkpoint.npz", "history.json", M
 SWEEP_FILES = ("sweep.json", "summary.json", "summary.md")
 SWEEP_DIRS = ("cells", "results", "plots")
 PLOT_FILES = ("accuracy_vs_connectivity.png", "rewiring.png", "budget_use.png")  # plots.py
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout (deepr_neuro/store/rundir.py)
 _CUT = 200
 
 
@@ -189,7 +189,7 @@ def _foreign_in_run(d: Path, prefix: str = "") -> List[str]:
 
 def _is_result(path: Path) -> bool:
     """A result record the sweep wrote (a user's own .json in results/ is not)."""
-    from deepr_neuro.sweep import result_problem
+    from deepr_neuro.experiments.sweep import result_problem
 
     if not path.name.endswith(".json"):
         return False

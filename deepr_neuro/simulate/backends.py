@@ -6,7 +6,7 @@ bit-exact, fast), ``lava`` (Lava's fixed_pt simulator) and ``brian2``
 Lava / Brian2 are imported only when their backend is created.
 
 Every backend's ``run`` follows the semantics in
-:mod:`deepr_neuro.integer_network`: each sample starts from zero state and
+:mod:`deepr_neuro.network.integer_network`: each sample starts from zero state and
 runs ``steps`` steps.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from deepr_neuro.errors import BackendError
-from deepr_neuro.integer_network import IntegerNetwork
+from deepr_neuro.network.integer_network import IntegerNetwork
 
 
 @dataclass
@@ -71,22 +71,22 @@ def get_backend(name: str) -> Backend:
 
 
 def _emulator() -> Backend:
-    from deepr_neuro.emulator import EmulatorBackend
+    from deepr_neuro.simulate.emulator import EmulatorBackend
     return EmulatorBackend()
 
 
 def _lava() -> Backend:
-    from deepr_neuro.lava_backend import LavaBackend
+    from deepr_neuro.simulate.lava_backend import LavaBackend
     return LavaBackend()
 
 
 def _brian2() -> Backend:
-    from deepr_neuro.brian2_backend import Brian2Backend
+    from deepr_neuro.simulate.brian2_backend import Brian2Backend
     return Brian2Backend(mode="integer")
 
 
 def _brian2_float() -> Backend:
-    from deepr_neuro.brian2_backend import Brian2Backend
+    from deepr_neuro.simulate.brian2_backend import Brian2Backend
     return Brian2Backend(mode="float")
 
 

@@ -19,10 +19,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
+from deepr_neuro.training.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
                                   prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.errors import InvariantError
-from deepr_neuro.sparse_mlp import SparseLayer
+from deepr_neuro.training.sparse_mlp import SparseLayer
 
 REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
 # Baselines users compare against, trained by the same loop on ordinary signed

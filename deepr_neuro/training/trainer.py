@@ -30,14 +30,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from deepr_neuro import __version__
-from deepr_neuro.bundle import _atomic_write, git_commit, save_bundle, write_json
-from deepr_neuro.deepr import DeepR, DeepRConfig
+from deepr_neuro.store.bundle import _atomic_write, git_commit, save_bundle, write_json
+from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
-from deepr_neuro.mapping import NetworkPlan, plan_network
-from deepr_neuro.model_spec import check_model_fits_data
-from deepr_neuro.quantize import fake_quantize
-from deepr_neuro.rewiring import CoreSpec
-from deepr_neuro.sparse_mlp import loss_and_grads, predict
+from deepr_neuro.hardware.mapping import NetworkPlan, plan_network
+from deepr_neuro.training.model_spec import check_model_fits_data
+from deepr_neuro.convert.conversion.quantize import fake_quantize
+from deepr_neuro.training.rewiring import CoreSpec
+from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
@@ -95,7 +95,7 @@ class TrainSettings:
 
 def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     """Map the model's layers onto the profile's cores with per-core budgets."""
-    from deepr_neuro.model_spec import layer_budgets
+    from deepr_neuro.training.model_spec import layer_budgets
 
     connectivity = settings.connectivity
     if settings.method == "dense":
@@ -183,8 +183,8 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint_meta(self) -> Dict[str, Any]:
-        from deepr_neuro.model_spec import model_spec_to_dict
-        from deepr_neuro.profile import profile_to_dict
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
 
         return {"epoch": self.epoch, "settings": asdict(self.settings), "history": self.history,
                 "init_rng": self.init_rng.bit_generator.state, "data_rng": self.data_rng.bit_generator.state,
@@ -265,8 +265,8 @@ class Trainer:
 
     def _check_same_run(self, path: Path, meta: Dict[str, Any]) -> None:
         """The first field that differs from the checkpoint's, as a ConfigError."""
-        from deepr_neuro.model_spec import model_spec_to_dict
-        from deepr_neuro.profile import profile_to_dict
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
 
         saved = meta["settings"]
         mine = asdict(self.settings)
@@ -438,8 +438,8 @@ class Trainer:
         return arrays
 
     def manifest(self) -> Dict[str, Any]:
-        from deepr_neuro.model_spec import model_spec_to_dict
-        from deepr_neuro.profile import profile_to_dict
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
 
         last = self.history[-1] if self.history else {}
         return {
@@ -536,7 +536,7 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     elif (out / CHECKPOINT).exists() or (out / "manifest.json").exists():
         raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
     else:
-        from deepr_neuro.rundir import mark_run
+        from deepr_neuro.store.rundir import mark_run
 
         mark_run(out)  # recognisable as a run (and so replaceable by --overwrite) from the start
     done_here = 0

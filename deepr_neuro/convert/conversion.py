@@ -59,9 +59,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from deepr_neuro.errors import BundleError, ConfigError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
-from deepr_neuro.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
+from deepr_neuro.convert.conversion.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
                                   dense_matrix, full_range_scale,
                                   quantize_weights, quantized_matrices,
                                   sign_mode_of)
@@ -92,7 +92,7 @@ class ChipFormat:
 
     @classmethod
     def from_profile(cls, profile, num_weight_bits: Optional[int] = None) -> "ChipFormat":
-        """Read the widths from a :class:`deepr_neuro.profile.HardwareProfile`."""
+        """Read the widths from a :class:`deepr_neuro.hardware.profile.HardwareProfile`."""
         return cls(
             num_weight_bits=int(num_weight_bits if num_weight_bits is not None
                                 else profile.weight_bits),
@@ -521,7 +521,7 @@ def calibrate(net: IntegerNetwork, x_val_uint8: np.ndarray, y_val: np.ndarray, s
     simulations.
     """
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     fmt = fmt or ChipFormat()
     x = np.atleast_2d(np.asarray(x_val_uint8))
@@ -639,7 +639,7 @@ def snn_accuracy(net: IntegerNetwork, x_uint8: np.ndarray, y: np.ndarray, steps:
                  backend=None) -> float:
     """Accuracy of the spiking network (most output spikes, ties -> lowest)."""
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     res = backend.run(net, np.asarray(x_uint8), int(steps))
     return float(np.mean(res.predictions() == np.asarray(y)))
@@ -655,7 +655,7 @@ def steps_accuracy_table(net: IntegerNetwork, x: np.ndarray, y: np.ndarray,
     Returns ``[{"steps": T, "accuracy": acc, "mean_output_spikes": s}, ...]``.
     """
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     rows = []
     for T in steps_list:
@@ -745,7 +745,7 @@ def integer_network_from_arrays(arrays: Mapping[str, np.ndarray],
     manifest's ``layers``, which then also fixes the number of layers), default
     ``l0, l1, ...``; sizes follow from the per-neuron arrays (``n_in`` of layer
     i = neurons of layer i-1). Integer arrays must have an integer dtype; the
-    full checks against the manifest and profile are :func:`deepr_neuro.bundle.load_bundle`'s."""
+    full checks against the manifest and profile are :func:`deepr_neuro.store.bundle.load_bundle`'s."""
     for k in _IN_KEYS:
         if k not in arrays:
             raise BundleError(

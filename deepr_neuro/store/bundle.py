@@ -147,7 +147,7 @@ def arrays_sha256(arrays: Mapping[str, np.ndarray], keys=None) -> str:
 
 
 def _integrity(arrays: Mapping[str, np.ndarray]) -> Dict[str, str]:
-    from deepr_neuro.bundle_check import is_export_key
+    from deepr_neuro.store.bundle_check import is_export_key
 
     return {"algorithm": INTEGRITY_ALGORITHM,
             "network_sha256": arrays_sha256(arrays),
@@ -192,7 +192,7 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
     except OSError as e:
         raise BundleError(f"{mpath}: cannot be read ({e.strerror or e}); check its permissions") from None
     if not isinstance(manifest, dict):
-        from deepr_neuro.bundle_check import cut
+        from deepr_neuro.store.bundle_check import cut
 
         raise BundleError(f"{mpath}: must hold a JSON object, got {type(manifest).__name__} "
                           f"{cut(manifest, 80)}; {_fix(run_dir)['manifest']}")
@@ -216,7 +216,7 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
     profile). ``for_export``: the SNN part is dropped before the checks (an
     export rewrites it), so an export killed halfway can be re-run.
     """
-    from deepr_neuro.bundle_check import check_arrays, check_fit, check_manifest, is_export_key
+    from deepr_neuro.store.bundle_check import check_arrays, check_fit, check_manifest, is_export_key
 
     run_dir = Path(run_dir)
     mpath, npath = run_dir / MANIFEST, run_dir / NETWORK
@@ -261,7 +261,7 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
 def check_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Mapping[str, np.ndarray],
                  need_fit: bool = True) -> None:
     """The load-time checks on an in-memory bundle (export runs them before writing)."""
-    from deepr_neuro.bundle_check import check_arrays, check_fit, check_manifest
+    from deepr_neuro.store.bundle_check import check_arrays, check_fit, check_manifest
 
     run_dir = Path(run_dir)
     fix = _fix(run_dir)

@@ -1,6 +1,6 @@
 """What a bundle load checks: nothing wrong is accepted.
 
-:func:`deepr_neuro.bundle.load_bundle` runs these checks on every load, for
+:func:`deepr_neuro.store.bundle.load_bundle` runs these checks on every load, for
 every command (report, export, simulate, crosscheck, plot, sweep), so a
 bundle that is damaged, tampered with, or half of two different writes is
 refused before anything uses it. The first violation found is named: file,
@@ -10,7 +10,7 @@ Order of the checks (the first failing one is reported):
 
 1. manifest.json is an object with the fields every command reads, of the
    right JSON types (:func:`check_manifest`); its ``profile`` block is
-   validated again as a :class:`~deepr_neuro.profile.HardwareProfile`; core
+   validated again as a :class:`~deepr_neuro.hardware.profile.HardwareProfile`; core
    ranges partition every layer, core ids are unique and on the chip.
 2. network.npz holds exactly the expected arrays (:func:`check_arrays`):
    integer dtypes for indices and chip integers (never a silent cast of float
@@ -23,7 +23,7 @@ Order of the checks (the first failing one is reported):
    encoding gain/shift).
 4. For the deployment commands (``need_fit``): every core's neurons,
    synapses, input axons and synapse memory against the limits *recomputed
-   from the profile* (:func:`deepr_neuro.report.core_report`; the capacities
+   from the profile* (:func:`deepr_neuro.hardware.report.core_report`; the capacities
    stored in the manifest are never trusted).
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _is_num(v: Any) -> bool:
 
 def check_manifest(m: Any, mpath: str, fix: str):
     """Validate the manifest's shape and its profile; return the HardwareProfile."""
-    from deepr_neuro.profile import HardwareProfile
+    from deepr_neuro.hardware.profile import HardwareProfile
 
     def bad(field: str, msg: str) -> BundleError:
         return BundleError(f"{mpath}: field {field!r}: {msg}; {fix}")
@@ -244,8 +244,8 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
     run recorded as diverged (``metrics.diverged_at_epoch``), so ``report``
     still shows its table; export refuses them.
     """
-    from deepr_neuro.convert import ChipFormat
-    from deepr_neuro.quantize import sign_mode_of, weight_range, weight_step
+    from deepr_neuro.convert.conversion.conversion import ChipFormat
+    from deepr_neuro.convert.conversion.quantize import sign_mode_of, weight_range, weight_step
 
     A = _Arrays(arrays, npath, fix)
     layers = manifest["layers"]
@@ -371,7 +371,7 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
 
 def check_fit(manifest: Dict[str, Any], arrays: Mapping[str, np.ndarray], run_dir: str) -> None:
     """Refuse a network that does not fit its profile (limits recomputed from the profile)."""
-    from deepr_neuro.report import core_report
+    from deepr_neuro.hardware.report import core_report
 
     problems = core_report(manifest, arrays).problems
     if problems:

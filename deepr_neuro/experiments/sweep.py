@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from deepr_neuro.bundle import MANIFEST, _atomic_write, write_json
+from deepr_neuro.store.bundle import MANIFEST, _atomic_write, write_json
 from deepr_neuro.errors import BudgetError, BundleError, ConfigError, DeeprError
 
 FORMAT = "deepr-neuro-sweep"
@@ -157,8 +157,8 @@ class SweepConfig:
 
     def load(self):
         """(profile, spec with overrides) read from disk."""
-        from deepr_neuro.model_spec import load_model_spec
-        from deepr_neuro.profile import load_profile
+        from deepr_neuro.training.model_spec import load_model_spec
+        from deepr_neuro.hardware.profile import load_profile
 
         profile = load_profile(self.profile_path)
         spec = load_model_spec(self.model_path).with_overrides(**self.overrides)
@@ -206,8 +206,8 @@ def one_blas_thread():
 
 def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
     """Plain-data description of one cell's job (what a worker receives)."""
-    from deepr_neuro.model_spec import model_spec_to_dict
-    from deepr_neuro.profile import profile_to_dict
+    from deepr_neuro.training.model_spec import model_spec_to_dict
+    from deepr_neuro.hardware.profile import profile_to_dict
 
     profile, spec = config.load()
     out = Path(config.out).resolve()
@@ -219,9 +219,9 @@ def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
 
 
 def _cell_objects(task: Dict[str, Any]):
-    from deepr_neuro.model_spec import ModelSpec
-    from deepr_neuro.profile import HardwareProfile
-    from deepr_neuro.train import TrainSettings
+    from deepr_neuro.training.model_spec import ModelSpec
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.training.trainer import TrainSettings
 
     profile = HardwareProfile.from_dict(task["profile"], source=task["profile_path"])
     spec = ModelSpec.from_dict(task["model"], source=task["model_path"]).with_overrides(
@@ -233,7 +233,7 @@ def _cell_objects(task: Dict[str, Any]):
 
 def feasibility(task: Dict[str, Any]) -> Optional[str]:
     """None if the cell can run, else the reason it cannot (the chip, the budget rule)."""
-    from deepr_neuro.train import build_plan
+    from deepr_neuro.training.trainer import build_plan
 
     if task["method"] in DENSE_METHODS and task["connectivity"] < 1.0:
         return f"{task['method']} trains every connection: only connectivity 1.0 applies"
@@ -274,8 +274,8 @@ def run_cell(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.train import CHECKPOINT, train
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.trainer import CHECKPOINT, train
 
     profile, spec, settings = _cell_objects(task)
     run_dir = Path(task["run_dir"])
@@ -316,9 +316,9 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
 
 def result_from_run(task: Dict[str, Any], run_dir: Path, resumed_from=None) -> Dict[str, Any]:
     """The result record of a finished run directory (manifest + history)."""
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.report import core_report
-    from deepr_neuro.train import HISTORY
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.hardware.report import core_report
+    from deepr_neuro.training.trainer import HISTORY
 
     manifest, arrays = load_bundle(run_dir)
     history = json.loads((run_dir / HISTORY).read_text())["epochs"]
@@ -435,7 +435,7 @@ def summarize(records: List[Dict[str, Any]], sweep: Optional[Dict[str, Any]] = N
     """Per method x connectivity: seeds, test / validation accuracy (mean, sample
     std over seeds (ddof 1; null for one seed), min, max), K, seconds; plus
     the skipped cells with their reasons."""
-    from deepr_neuro.train import diverged_epoch
+    from deepr_neuro.training.trainer import diverged_epoch
 
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
@@ -553,9 +553,9 @@ def write_summary(out: Path, failed: Optional[Dict[str, str]] = None) -> Dict[st
 # --------------------------------------------------------------------- sweep file
 def _fingerprint(config: SweepConfig, profile, spec) -> Dict[str, Any]:
     """What every cell of a sweep shares; a rerun into the same OUT must match it."""
-    from deepr_neuro.model_spec import model_spec_to_dict
-    from deepr_neuro.profile import profile_to_dict
-    from deepr_neuro.train import TrainSettings
+    from deepr_neuro.training.model_spec import model_spec_to_dict
+    from deepr_neuro.hardware.profile import profile_to_dict
+    from deepr_neuro.training.trainer import TrainSettings
 
     settings = asdict(TrainSettings.from_spec(spec, data_dir=config.data_dir, weight_bits=config.weight_bits))
     for k in ("method", "seed", "connectivity"):
@@ -719,7 +719,7 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
     """
     from dataclasses import replace
 
-    from deepr_neuro.rundir import DirLock, Target, check_out_path
+    from deepr_neuro.store.rundir import DirLock, Target, check_out_path
 
     check_out_path(Path(config.out))
     # everything is checked before the sweep directory is touched (an --overwrite that fails keeps the old one)
@@ -751,8 +751,8 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
 
 def _check_dataset(config: SweepConfig, spec, seeds: List[int]) -> None:
     """A missing data set is one clear error, not a failure in every cell."""
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.model_spec import check_model_fits_data
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.model_spec import check_model_fits_data
 
     s = spec.training
     data = load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.profile import (
+from deepr_neuro.hardware.profile import (
     HardwareProfile,
     _FieldIssue,
     _did_you_mean,
@@ -201,7 +201,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":
-        from deepr_neuro.datasets import DATASET_NAMES
+        from deepr_neuro.training.datasets import DATASET_NAMES
 
         seen: dict[str, int] = {}
         for i, layer in enumerate(self.layers):
@@ -417,7 +417,7 @@ def reference_theta_min(p: float, alpha: float, lr: float, noise: float) -> floa
             "training.theta_min is null but the rule of thumb -(1-p)/(p*alpha/T) needs "
             f"alpha > 0, noise > 0 and lr > 0 (got alpha={alpha}, noise={noise}, lr={lr}); "
             "set training.theta_min explicitly (e.g. -1e-4)")
-    from deepr_neuro.deepr import theta_min_rule  # one formula, shared with the trainer
+    from deepr_neuro.training.deepr import theta_min_rule  # one formula, shared with the trainer
     return theta_min_rule(p, alpha, noise, lr)
 
 

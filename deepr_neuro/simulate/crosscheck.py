@@ -3,7 +3,7 @@
 The integer backends (``emulator``, ``lava``, ``brian2``) implement the same
 fixed-point arithmetic and must give the same spikes, bit for bit;
 ``brian2-float`` (a continuous-time reading, see
-:mod:`deepr_neuro.brian2_backend`) is compared with the same measures but is
+:mod:`deepr_neuro.simulate.brian2_backend`) is compared with the same measures but is
 not expected to be identical.
 
 Every backend runs the same samples from zero state with full spike trains
@@ -38,9 +38,9 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from deepr_neuro.backends import Backend, SimResult, get_backend
+from deepr_neuro.simulate.backends import Backend, SimResult, get_backend
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.integer_network import IntegerNetwork
+from deepr_neuro.network.integer_network import IntegerNetwork
 
 DEFAULT_BACKENDS = ("emulator", "lava", "brian2", "brian2-float")
 #: Backends that are not meant to be bit-exact; everything else is.
@@ -272,7 +272,7 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
                reference: Optional[str] = None) -> CrosscheckReport:
     """Run ``net`` on every backend with the same samples and compare them.
 
-    ``backends`` holds registry names (:func:`deepr_neuro.backends.get_backend`)
+    ``backends`` holds registry names (:func:`deepr_neuro.simulate.backends.get_backend`)
     or Backend instances (their ``name`` labels them). ``reference`` defaults to
     ``"emulator"`` when present, else the first backend. ``y`` (labels) may be
     None, then accuracies are None.
