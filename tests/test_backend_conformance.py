@@ -38,7 +38,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from deepr_neuro.errors import BackendError
-from deepr_neuro.network.integer_network import InputEncoding, IntegerNetwork, SynapseLayer
+from deepr_neuro.network.integer_network import IntegerNetwork, SynapseLayer
 from deepr_neuro.simulate.backends import SimResult, available, get_backend
 
 from test_emulator import chain, dense_layer, networks, neurons
