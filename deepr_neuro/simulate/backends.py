@@ -46,6 +46,10 @@ class Backend:
     """Base class: ``run(net, x_uint8, steps, record_spikes)`` -> SimResult."""
 
     name = "base"
+    #: True when the backend computes the chip's integer arithmetic and so must give the
+    #: emulator's spikes bit for bit; False for an approximate reading (compared, never
+    #: required to be identical). Tools decide by this attribute, never by a name.
+    exact: bool = False
 
     def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
             record_spikes: bool = False) -> SimResult:  # pragma: no cover

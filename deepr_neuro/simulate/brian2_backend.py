@@ -235,6 +235,8 @@ class Brian2Backend(Backend):
         Brian2 network (memory grows linearly with it).
     """
 
+    exact = True  # per instance: False in float mode
+
     def __init__(self, mode: str = "integer", batch_size: int = 256):
         if mode not in MODES:
             raise ConfigError(
@@ -245,6 +247,7 @@ class Brian2Backend(Backend):
         self.mode = mode
         self.batch_size = int(batch_size)
         self.name = "brian2" if mode == "integer" else "brian2-float"
+        self.exact = mode == "integer"
 
     # ---------------------------------------------------------------- public
     def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,

@@ -339,6 +339,7 @@ class EmulatorBackend(Backend):
     """
 
     name = "emulator"
+    exact = True
 
     def __init__(self, chunk: int = 1000):
         if chunk < 1:

@@ -54,6 +54,7 @@ class LavaBackend(Backend):
     """Lava fixed_pt simulation; slow (~1.7 ms per step for 784-300-100-10)."""
 
     name = "lava"
+    exact = True
 
     def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
             record_spikes: bool = False) -> SimResult:
