@@ -11,20 +11,19 @@ pixels), and the fitted slope is the input rate used for the first layer's
 normalisation (DESIGN.md section 5).
 
 Its own module because the choice is a self-contained fit that the
-conversion (:mod:`deepr_neuro.convert.conversion`) only consumes.
+conversion (:mod:`deepr_neuro.convert.conversion`) only consumes. ``fmt`` is
+that module's ``ChipFormat`` (read by attribute, not imported: the conversion
+imports this module).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.integer_network import InputEncoding
 from deepr_neuro.simulate.emulator import ACT_SHIFT
-
-if TYPE_CHECKING:  # the chip format lives beside the conversion; no import cycle at run time
-    from deepr_neuro.convert.conversion import ChipFormat
 
 
 def input_counts(bias_eff: np.ndarray, vth: int, steps: int) -> np.ndarray:
@@ -39,7 +38,7 @@ def input_counts(bias_eff: np.ndarray, vth: int, steps: int) -> np.ndarray:
     return np.where(b > 0, steps // np.maximum(period, 1), 0)
 
 
-def choose_input_encoding(x_calib: np.ndarray, fmt: ChipFormat, *, max_rate: float,
+def choose_input_encoding(x_calib: np.ndarray, fmt: "ChipFormat", *, max_rate: float,
                           steps: int) -> Tuple[InputEncoding, int, int, float]:
     """(encoding, vth, bias_exp, rate) for the input layer.
 
