@@ -165,6 +165,18 @@ class HardwareProfile(BaseModel):
     # ------------------------------------------------------------ validation
     @model_validator(mode="after")
     def _check(self) -> "HardwareProfile":
+        """Cross-field rules, in this order: a budget exists, the weight format
+        and the neuron widths fit Lava, the memory model holds the budget, the
+        chip totals are plausible."""
+        self._check_budget()
+        self._check_weight_format()
+        self._check_lava_widths()
+        if self.synapse_memory_bits_per_core is not None:
+            self._check_memory()
+        self._check_chip_totals()
+        return self
+
+    def _check_budget(self) -> None:
         if self.synapses_per_core is None and self.synapse_memory_bits_per_core is None:
             raise FieldIssue(
                 "synapses_per_core",
@@ -175,6 +187,8 @@ class HardwareProfile(BaseModel):
                 "synapse_memory",
                 "synapse_memory_bits_per_core is set but the synapse_memory block "
                 "(word_bits, chunk_max_synapses, chunk_header_bits, index bits) is missing: add it")
+
+    def _check_weight_format(self) -> None:
         lo, hi = LAVA_LIMITS["weight_bits"]
         bad = [b for b in self.weight_bits_allowed if not lo <= b <= hi]
         if bad:
@@ -199,6 +213,8 @@ class HardwareProfile(BaseModel):
             raise FieldIssue(
                 "weight_exp_min", f"must be <= weight_exp_max ({self.weight_exp_min} > "
                 f"{self.weight_exp_max})")
+
+    def _check_lava_widths(self) -> None:
         for key in ("threshold_mant_bits", "bias_mant_bits", "bias_exp_max",
                     "decay_bits", "current_bits", "voltage_bits"):
             val, lim = getattr(self, key), LAVA_LIMITS[key]
@@ -206,48 +222,51 @@ class HardwareProfile(BaseModel):
                 raise FieldIssue(
                     key, f"must be <= {lim} (got {val}): Lava's bit-accurate LIF "
                     f"cannot represent more")
-        if self.synapse_memory_bits_per_core is not None:
-            mem = self.synapse_memory
-            assert mem is not None
-            if self.synapse_memory_bits_per_core % mem.word_bits:
+
+    def _check_memory(self) -> None:
+        """The memory is whole words, addresses every neuron, and holds the count budget."""
+        mem = self.synapse_memory
+        assert mem is not None
+        if self.synapse_memory_bits_per_core % mem.word_bits:
+            raise FieldIssue(
+                "synapse_memory_bits_per_core",
+                f"must be a whole number of {mem.word_bits}-bit words "
+                f"(got {self.synapse_memory_bits_per_core})")
+        need = memory.index_bits_needed(self.neurons_per_core)
+        if mem.index_bits is not None and mem.index_bits < need:
+            raise FieldIssue(
+                "synapse_memory.index_bits",
+                f"{mem.index_bits} bits cannot address {self.neurons_per_core} "
+                f"neurons per core (needs {need})")
+        if mem.index_bits_allowed and max(mem.index_bits_allowed) < need:
+            raise FieldIssue(
+                "synapse_memory.index_bits_allowed",
+                f"the widest index ({max(mem.index_bits_allowed)} bits) cannot "
+                f"address {self.neurons_per_core} neurons per core (needs {need}); "
+                f"add a wider index or lower neurons_per_core")
+        one = self._chunk_bits(1, self.weight_bits, True, self.neurons_per_core)
+        if one > self.synapse_memory_bits_per_core:
+            raise FieldIssue(
+                "synapse_memory_bits_per_core",
+                f"too small to hold even one synapse ({one} bits needed)")
+        if self.synapses_per_core is not None:
+            cap = self._memory_capacity_best(self.weight_bits, True, self.neurons_per_core)
+            if self.synapses_per_core > cap:
                 raise FieldIssue(
-                    "synapse_memory_bits_per_core",
-                    f"must be a whole number of {mem.word_bits}-bit words "
-                    f"(got {self.synapse_memory_bits_per_core})")
-            need = memory.index_bits_needed(self.neurons_per_core)
-            if mem.index_bits is not None and mem.index_bits < need:
-                raise FieldIssue(
-                    "synapse_memory.index_bits",
-                    f"{mem.index_bits} bits cannot address {self.neurons_per_core} "
-                    f"neurons per core (needs {need})")
-            if mem.index_bits_allowed and max(mem.index_bits_allowed) < need:
-                raise FieldIssue(
-                    "synapse_memory.index_bits_allowed",
-                    f"the widest index ({max(mem.index_bits_allowed)} bits) cannot "
-                    f"address {self.neurons_per_core} neurons per core (needs {need}); "
-                    f"add a wider index or lower neurons_per_core")
-            one = self._chunk_bits(1, self.weight_bits, True, self.neurons_per_core)
-            if one > self.synapse_memory_bits_per_core:
-                raise FieldIssue(
-                    "synapse_memory_bits_per_core",
-                    f"too small to hold even one synapse ({one} bits needed)")
-            if self.synapses_per_core is not None:
-                cap = self._memory_capacity_best(self.weight_bits, True, self.neurons_per_core)
-                if self.synapses_per_core > cap:
-                    raise FieldIssue(
-                        "synapses_per_core",
-                        f"{self.synapses_per_core} synapses do not fit "
-                        f"synapse_memory_bits_per_core={self.synapse_memory_bits_per_core} "
-                        f"with {self.weight_bits}-bit sparse weights (at most {cap} even "
-                        f"packed in full chunks); lower synapses_per_core to <= {cap} or "
-                        f"remove it to derive the budget from memory")
+                    "synapses_per_core",
+                    f"{self.synapses_per_core} synapses do not fit "
+                    f"synapse_memory_bits_per_core={self.synapse_memory_bits_per_core} "
+                    f"with {self.weight_bits}-bit sparse weights (at most {cap} even "
+                    f"packed in full chunks); lower synapses_per_core to <= {cap} or "
+                    f"remove it to derive the budget from memory")
+
+    def _check_chip_totals(self) -> None:
         if self.chip is not None and self.chip.neurons is not None:
             if self.chip.neurons > self.cores * self.neurons_per_core:
                 raise FieldIssue(
                     "chip.neurons",
                     f"{self.chip.neurons} neurons per chip exceed cores x "
                     f"neurons_per_core = {self.cores * self.neurons_per_core}")
-        return self
 
     # ------------------------------------------------------------ construction
     @classmethod
