@@ -229,7 +229,7 @@ def cmd_sweep(args) -> int:
             print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
                   f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
-    from deepr_neuro.experiments.sweep import SUMMARY_MD
+    from deepr_neuro.store.sweep_layout import SUMMARY_MD
 
     print((Path(args.out) / SUMMARY_MD).read_text(), end="")
     print(f"{len(outcome.ran)} cells trained now, {len(outcome.reused)} already done, "

@@ -95,8 +95,10 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     otherwise).
     """
     from deepr_neuro.simulate.backends import get_backend
-    from deepr_neuro.convert.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
-                                     integer_network_to_arrays, quantized_ann_accuracy)
+    from deepr_neuro.convert.conversion import (ChipFormat, convert, float_layers_from_arrays,
+                                     integer_network_to_arrays)
+    from deepr_neuro.convert.calibration import calibrate
+    from deepr_neuro.convert.accuracy import quantized_ann_accuracy
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.convert.quantize import float_accuracy
 

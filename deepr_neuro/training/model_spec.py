@@ -32,10 +32,10 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.hardware.profile import (
-    HardwareProfile,
-    _FieldIssue,
-    _did_you_mean,
+from deepr_neuro.hardware.profile import HardwareProfile
+from deepr_neuro.hardware.yaml_io import (
+    FieldIssue as _FieldIssue,
+    did_you_mean as _did_you_mean,
     echo,
     format_validation_error,
     read_yaml_mapping,
