@@ -98,7 +98,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     from deepr_neuro.convert.conversion.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
                                      integer_network_to_arrays, quantized_ann_accuracy)
     from deepr_neuro.hardware.profile import HardwareProfile
-    from deepr_neuro.convert.conversion.quantize import float_accuracy
+    from deepr_neuro.convert.quantize import float_accuracy
 
     run_dir = Path(run_dir)
     steps = DEFAULT_STEPS if steps is None else check_steps(steps)

@@ -14,7 +14,7 @@ from deepr_neuro.convert.conversion.conversion import (ChipFormat, convert, inpu
                                  synapse_du)
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import InputEncoding, IntegerNetwork, NeuronParams, SynapseLayer
-from deepr_neuro.convert.conversion.quantize import float_accuracy, truncate_weights
+from deepr_neuro.convert.quantize import float_accuracy, truncate_weights
 
 
 def _train_digits(seed=0, density=0.2, hidden=100, epochs=30):
