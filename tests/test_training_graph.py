@@ -81,6 +81,7 @@ def _check(dr, plan, exact=True):
         # K_c exact (or at most) over the union, capacity, axons over the union
         for c, n, a in zip(lp.cores, layer.core_counts(), layer.core_axons()):
             assert c.budget == sum(c.budget_by_projection)
+            assert layer.core_room(c) == lp.core_room(c.n_neurons, c.axon_limit) >= c.budget
             if exact:
                 assert n == c.budget, f"core {c.core_id}: {n} != K_c {c.budget}"
             else:
@@ -222,6 +223,28 @@ def test_recurrent_mask_is_the_diagonal_of_the_self_projection_only():
         _check(dr, plan)
         dr.step([rng.standard_normal(len(dr.layers[0].theta)) * 50], lr=0.1)
         _check(dr, plan, exact=method != "soft-deepr")
+
+
+@pytest.mark.parametrize("method", ["deepr", "global-deepr", "fixed-sparse"])
+def test_axon_limit_on_a_masked_core_counts_the_worst_pre_set(method):
+    """Found by hypothesis: a 2-neuron core with A_c = 1 on a no-self recurrent
+    projection holds one connection whichever pre it listens to, never two
+    (its own neuron, as a pre, reaches only the other one). The mapping sizes
+    K_c by that worst set and global DEEP R never gives the core more."""
+    graph = TrainingGraph((PopulationSpec("in", 2), PopulationSpec("p1", 2), PopulationSpec("p2", 3)),
+                          (ProjectionSpec("p1->p1", "p1", "p1", 1, allow_self=False),
+                           ProjectionSpec("in->p2", "in", "p2", 1), ProjectionSpec("p1->p2", "p1", "p2", 1)))
+    plan = plan_graph(graph, neurons_per_core=2, cores=100, synapse_capacity=CAPACITY, axon_limit=1)
+    assert plan.layers[0].core_room(2, 1) == 1
+    for seed in range(30):
+        rng, dr = _deepr(plan, method, seed)
+        for _ in range(6):
+            dr.step([rng.standard_normal(len(layer.theta)) * 20 for layer in dr.layers], lr=0.1)
+            _check(dr, plan, exact=method != "global-deepr")
+    over = TrainingGraph(graph.populations, (ProjectionSpec("p1->p1", "p1", "p1", 2, allow_self=False),)
+                         + graph.projections[1:])
+    with pytest.raises(BudgetError, match="1 self-connection"):
+        plan_graph(over, neurons_per_core=2, cores=100, synapse_capacity=CAPACITY, axon_limit=1)
 
 
 def _g(pops, projs):

@@ -206,6 +206,13 @@ class LayerPlan:
         """Pre-neurons one post-neuron may listen to, before the axon limit."""
         return self.n_in - self.masked_per_post
 
+    def core_room(self, n_post: int, axon_limit: int) -> int:
+        """Connections a core of ``n_post`` neurons can hold whichever min(n_in, A_c)
+        pres it ends up listening to (the rewiring may reach any such set). Without
+        a mask that is n_post * min(n_in, A_c); a no-self projection makes the
+        core's own neurons, as pres, worth one connection fewer each."""
+        return worst_core_room(n_post, self.n_in, axon_limit, n_post * self.masked_per_post)
+
     def forbidden_keys(self) -> Optional[np.ndarray]:
         """Sorted flat keys (post * n_in + pre) that may never be active
         (self-connections of no-self projections); None when there are none."""
@@ -247,6 +254,14 @@ class NetworkPlan:
     @property
     def total_budget(self) -> int:
         return int(sum(layer.budget for layer in self.layers))
+
+
+def worst_core_room(n_post: int, n_in: int, axon_limit: int, short_pres: int) -> int:
+    """Sum of the min(n_in, A) smallest per-pre column counts of a core: ``short_pres``
+    pres allow n_post - 1 connections into it (a masked self-connection), the rest n_post."""
+    k = min(n_in, axon_limit)
+    short = min(k, short_pres)
+    return (n_post - 1) * short + n_post * (k - short)
 
 
 def split_evenly(total: int, parts: int) -> List[int]:
@@ -362,6 +377,7 @@ def plan_graph(
         k_l = None if fill else sum(s.budget for s in sources)
         plan = LayerPlan(name, n_in, n_out, 0, sources=sources)
         per_neuron_max = min(plan.per_neuron_max, axon_limit)  # a neuron can listen to at most this many pres
+        room_of = {}  # connections a core of s neurons can always place (see LayerPlan.core_room)
         # Fewest cores such that neurons and every core's share of K_l fit.
         n_cores = -(-n_out // npc)
         room = cores - next_core - sum(min_cores[li + 2:])  # most cores this population could get
@@ -371,8 +387,10 @@ def plan_graph(
         while True:
             sizes = split_evenly(n_out, n_cores)
             caps = [capacity_of(s, n_in) for s in sizes]
+            for s in sizes:
+                room_of.setdefault(s, plan.core_room(s, axon_limit))
             if k_l is None:
-                budgets = [min(c, s * per_neuron_max) for c, s in zip(caps, sizes)]
+                budgets = [min(c, room_of[s]) for c, s in zip(caps, sizes)]
                 shares = [(b,) for b in budgets]
             else:
                 # each projection's K split over the cores by neurons; a core's K_c sums them
@@ -393,10 +411,13 @@ def plan_graph(
                 problems.append(
                     f"layer '{name}' core {next_core}: {b} synapses > capacity {cap} "
                     f"({profile_name}: synapse memory / synapses_per_core)")
-            if b > s * per_neuron_max:
+            if b > room_of[s]:
+                masked = (f", {plan.masked_per_post} self-connection(s) a neuron masked"
+                          if plan.masked_per_post else "")
                 problems.append(
                     f"layer '{name}' core {next_core}: {b} synapses cannot be placed on {s} neurons "
-                    f"with {per_neuron_max} inputs each ({profile_name}: input_axons_per_core={axon_limit}, n_in={n_in})")
+                    f"with {per_neuron_max} inputs each ({profile_name}: input_axons_per_core={axon_limit}, "
+                    f"n_in={n_in}{masked})")
             plan.cores.append(core)
             next_core += 1
             start += s
@@ -465,10 +486,7 @@ def plan_table(plan: NetworkPlan) -> str:
     head = f"{'core':>5} {'layer':<10} {'neurons':>8} {'budget K_c':>11} {'capacity':>9} {'axon limit':>10}  fits"
     lines = [head, "-" * len(head)]
     for c in plan.all_cores:
-        n_in = None
-        if c.layer >= 0:
-            n_in = plan.layers[c.layer].per_neuron_max
-        placeable = c.n_neurons * min(n_in, c.axon_limit) if n_in is not None else 0
+        placeable = plan.layers[c.layer].core_room(c.n_neurons, c.axon_limit) if c.layer >= 0 else 0
         ok = c.budget <= c.capacity and (c.layer < 0 or c.budget <= placeable)
         lines.append(f"{c.core_id:>5} {c.layer_name:<10} {c.n_neurons:>8} {c.budget:>11} {c.capacity:>9} "
                      f"{c.axon_limit:>10}  {'yes' if ok else 'NO'}")

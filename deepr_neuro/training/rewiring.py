@@ -164,16 +164,16 @@ class LayerConnections:
         return self.rows.astype(np.int64) * self.n_in + self.cols
 
     def core_room(self, core: CorePlan) -> int:
-        """Most connections the core's neurons can hold: its allowed entries,
-        at most min(n_in, A_c) pres a neuron."""
+        """Connections the core can always place, whichever min(n_in, A_c) pres it
+        listens to: the sum of the smallest per-pre counts of allowed entries into
+        its neurons (n_post * min(n_in, A_c) without forbidden entries)."""
         n_post = core.stop - core.start
-        per = self.n_in - self.masked_per_post()
-        return n_post * min(per, core.axon_limit)
-
-    def masked_per_post(self) -> int:
+        k = min(self.n_in, core.axon_limit)
         if self.forbidden is None:
-            return 0
-        return int(np.count_nonzero(self.forbidden)) // max(1, self.n_out)
+            return n_post * k
+        blocked = self.forbidden[core.start * self.n_in:core.stop * self.n_in].reshape(n_post, self.n_in)
+        allowed = np.sort(n_post - blocked.sum(axis=0))
+        return int(allowed[:k].sum())
 
 
 def _forbidden_bitmap(forbidden: Optional[np.ndarray], size: int) -> Optional[np.ndarray]:
