@@ -306,3 +306,21 @@ def test_one_core_type_and_one_method_list():
     train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
                  if "--method" in a.option_strings)
     assert tuple(train.choices) == METHODS
+
+
+def test_check_invariants_refuses_an_active_masked_entry():
+    """The trainer's end-of-run check names the population when a masked
+    self-connection is active (as a corrupted state would have it)."""
+    from deepr_neuro.training.trainer import check_invariants
+
+    graph = TrainingGraph((PopulationSpec("x", 3), PopulationSpec("r", 4)),
+                          (ProjectionSpec("in", "x", "r", 4), ProjectionSpec("rec", "r", "r", 4, allow_self=False)))
+    plan = plan_graph(graph, neurons_per_core=4, cores=10, synapse_capacity=100, axon_limit=100)
+    _, dr = _deepr(plan, "deepr", 0)
+    check_invariants(dr, plan, "deepr")
+    layer = dr.layers[0]
+    rows, cols = layer.rows.copy(), layer.cols.copy()
+    rows[0], cols[0] = 2, 3 + 2  # neuron 2 onto itself through "rec"
+    layer.set_slots(rows, cols, layer.theta.copy())
+    with pytest.raises(InvariantError, match="population 'r': a masked self-connection is active"):
+        check_invariants(dr, plan, "deepr")

@@ -131,6 +131,9 @@ def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
     for layer, lp in zip(deepr.layers, plan.layers):
         counts = layer.core_counts()
         axons = layer.core_axons()
+        if layer.forbidden is not None and layer.forbidden[layer.keys()[layer.active_mask()]].any():
+            raise InvariantError(f"population '{lp.name}': a masked self-connection is active "
+                                 f"(method {method}); the rewiring must never draw one")
         for c, n, a in zip(lp.cores, counts, axons):
             where = f"layer '{lp.name}' core {c.core_id}"
             if method not in ("soft-deepr", "global-deepr") and n != c.budget:
@@ -404,6 +407,19 @@ class Trainer:
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
         return record
+
+    def projection_arrays(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """Every projection's own connections: {name: {pre, post, rows, cols, weight}},
+        cols local to its source (the rows of the concatenated pre space that
+        belong to it), sorted by (row, col); for an MLP projection i is layer i."""
+        out: Dict[str, Dict[str, np.ndarray]] = {}
+        for layer, lp in zip(self.deepr.layers, self.plan.layers):
+            r, c, w = layer.sorted_arrays()
+            for s in lp.sources:
+                rows, cols, weight = lp.split_by_source(r, c, w)[s.projection]
+                out[s.projection] = {"pre": s.pre, "post": lp.name, "rows": rows, "cols": cols.astype(np.int32),
+                                     "weight": weight.astype(np.float32)}
+        return out
 
     def network_arrays(self) -> Dict[str, np.ndarray]:
         arrays: Dict[str, np.ndarray] = {}
