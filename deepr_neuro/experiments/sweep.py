@@ -53,6 +53,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from deepr_neuro.store.bundle import MANIFEST, _atomic_write, write_json
 from deepr_neuro.errors import BudgetError, BundleError, ConfigError, DeeprError
+from deepr_neuro.training.methods import METHODS
 
 FORMAT = "deepr-neuro-sweep"
 VERSION = 1
@@ -62,8 +63,9 @@ SUMMARY_MD = "summary.md"
 CELLS = "cells"
 RESULTS = "results"
 
-# Order of methods in tables and plots (others follow alphabetically).
-METHOD_ORDER = ("dense", "deepr", "soft-deepr", "global-deepr", "fixed-sparse", "prune-retrain", "l1")
+# Order of methods in tables and plots: dense first, then training.methods.METHODS' order
+# (names not in it follow alphabetically).
+METHOD_ORDER = ("dense",) + tuple(m for m in METHODS if m != "dense")
 # Methods that train every weight: only connectivity 1.0 applies.
 DENSE_METHODS = ("dense",)
 # Environment that keeps numerical libraries to one thread per worker.
