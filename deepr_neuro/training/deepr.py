@@ -10,6 +10,11 @@ theta_min), followed by the method's rewiring. ``update`` is the plain
 gradient (SGD) or Adam's; Adam moments live per slot and are zeroed when a
 slot is given a new connection, so momentum cannot revive a dormant one.
 
+On a training graph there is one layer per post population, over the
+concatenation of all its sources (n_in = sum of their sizes), with the
+population's forbidden entries (no-self masks); the plan's
+``LayerPlan.split_by_source`` gives each projection its rows back.
+
 No Lava or Brian2 import here.
 """
 from __future__ import annotations
