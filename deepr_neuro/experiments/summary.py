@@ -17,9 +17,11 @@ from typing import Any, Dict, List, Optional
 from deepr_neuro.store.bundle import _atomic_write, write_json
 from deepr_neuro.store.sweep_layout import (FORMAT, RESULTS, SUMMARY_JSON, SUMMARY_MD, SWEEP_JSON, VERSION,
                                             result_problem)
+from deepr_neuro.training.methods import METHODS
 
-# Order of methods in tables and plots (others follow alphabetically).
-METHOD_ORDER = ("dense", "deepr", "soft-deepr", "global-deepr", "fixed-sparse", "prune-retrain", "l1")
+# Order of methods in tables and plots: dense first, then training.methods.METHODS' order
+# (names not in it follow alphabetically).
+METHOD_ORDER = ("dense",) + tuple(m for m in METHODS if m != "dense")
 
 
 def method_key(method: str):

@@ -32,6 +32,8 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
+from deepr_neuro.hardware.mapping import TrainingGraph
+from deepr_neuro.training.methods import METHODS, OPTIMIZERS
 from deepr_neuro.hardware.profile import HardwareProfile
 from deepr_neuro.hardware.yaml_io import (
     FieldIssue as _FieldIssue,
@@ -57,6 +59,7 @@ __all__ = [
     "reference_theta_min",
     "SNAP_RELATIVE_TOLERANCE",
     "check_model_fits_data",
+    "model_graph",
 ]
 
 # A --connectivity request within this relative distance of the spec's own
@@ -129,13 +132,12 @@ class TrainingSpec(BaseModel):
 
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="passes over the training set")
     batch_size: int = Field(10, gt=0, le=MAX_BATCH_SIZE, description="samples per gradient step")
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal[OPTIMIZERS] = "sgd"
     lr: float = Field(0.5, gt=0, description="learning rate eta")
     lr_decay: float = Field(0.8, gt=0, le=1, description="lr multiplied by this after every epoch")
     alpha: float = Field(1e-5, ge=0, le=MAX_L1, description="L1 coefficient on active theta")
     noise: float = Field(1e-5, ge=0, description="noise scale sigma; temperature T = lr*sigma^2/2")
-    method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
-                    "l1"] = "deepr"
+    method: Literal[METHODS] = "deepr"
     l1_alpha: float = Field(1e-4, ge=0, le=MAX_L1, description="L1 strength of the l1 baseline (other methods use alpha)")
     dense_lr: Optional[float] = Field(None, gt=0, description="learning rate of the baselines with a dense "
                                                              "phase (dense, prune-retrain, l1); null = lr")
@@ -284,6 +286,16 @@ def load_model_spec(path: str | Path) -> ModelSpec:
 def model_spec_to_dict(spec: ModelSpec) -> dict:
     """Plain JSON-ready dict (for the bundle manifest); ModelSpec.from_dict reads it back."""
     return spec.model_dump(mode="json")
+
+
+def model_graph(spec: ModelSpec, budgets: Sequence[Optional[int]]) -> TrainingGraph:
+    """The MLP as a training graph: populations input, layer names...; one
+    projection (named after its layer) into each layer, with budget K_l.
+    ``max_neurons_per_core`` caps every population (the input's cores too, as
+    the mapping always did)."""
+    return TrainingGraph.chain(spec.input_size, [layer.size for layer in spec.layers],
+                               [layer.name for layer in spec.layers], budgets,
+                               max_per_core=spec.max_neurons_per_core)
 
 
 def layer_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
