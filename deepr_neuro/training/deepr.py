@@ -26,7 +26,8 @@ import numpy as np
 
 from deepr_neuro.errors import InvariantError
 from deepr_neuro.hardware.mapping import CorePlan
-from deepr_neuro.training.methods import BASELINES, METHODS, OPTIMIZERS, REWIRING_METHODS  # noqa: F401 (re-exported)
+from deepr_neuro.training.methods import (BASELINES, METHODS, OPTIMIZERS, REWIRING_METHODS,  # noqa: F401 (re-exported)
+                                          theta_min_rule)
 from deepr_neuro.training.model_spec import TrainingSpec
 from deepr_neuro.training.rewiring import (THETA_MAX, LayerConnections, dead_slots, init_free_layer, init_layer,
                                            prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
@@ -51,13 +52,6 @@ DeepRConfig = make_dataclass(
      for name in DEEPR_FIELDS],
     namespace={"__post_init__": _check_config, "__module__": __name__,
                "__doc__": "What the DEEP R update reads (fields, types and defaults from TrainingSpec)."})
-
-
-def theta_min_rule(p: float, alpha: float, noise: float, lr: float) -> float:
-    """Reference code's rule of thumb: -(1 - p) / (p * beta), beta = alpha / T, T = lr sigma^2 / 2."""
-    temperature = lr * noise ** 2 / 2
-    beta = alpha / temperature
-    return -(1 - p) / (p * beta)
 
 
 def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -> float:

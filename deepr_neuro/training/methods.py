@@ -15,3 +15,11 @@ REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
 BASELINES = ("dense", "fixed-sparse", "prune-retrain", "l1")
 METHODS = REWIRING_METHODS + BASELINES
 OPTIMIZERS = ("sgd", "adam")
+
+
+def theta_min_rule(p: float, alpha: float, noise: float, lr: float) -> float:
+    """soft-DEEP R's clip, the reference code's rule of thumb: -(1 - p) / (p * beta),
+    beta = alpha / T, T = lr sigma^2 / 2 (one formula for the spec check and the trainer)."""
+    temperature = lr * noise ** 2 / 2
+    beta = alpha / temperature
+    return -(1 - p) / (p * beta)

@@ -33,7 +33,7 @@ from pydantic import (
 
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.hardware.mapping import TrainingGraph
-from deepr_neuro.training.methods import METHODS, OPTIMIZERS
+from deepr_neuro.training.methods import METHODS, OPTIMIZERS, theta_min_rule  # one formula, shared with the trainer
 from deepr_neuro.hardware.profile import HardwareProfile
 from deepr_neuro.hardware.yaml_io import (
     FieldIssue as _FieldIssue,
@@ -429,7 +429,6 @@ def reference_theta_min(p: float, alpha: float, lr: float, noise: float) -> floa
             "training.theta_min is null but the rule of thumb -(1-p)/(p*alpha/T) needs "
             f"alpha > 0, noise > 0 and lr > 0 (got alpha={alpha}, noise={noise}, lr={lr}); "
             "set training.theta_min explicitly (e.g. -1e-4)")
-    from deepr_neuro.training.deepr import theta_min_rule  # one formula, shared with the trainer
     return theta_min_rule(p, alpha, noise, lr)
 
 
