@@ -63,6 +63,7 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
+from deepr_neuro.hardware.energy import EnergyModel
 
 __all__ = [
     "LAVA_LIMITS",
@@ -473,6 +474,7 @@ class HardwareProfile(BaseModel):
     current_bits: int = Field(gt=0, description="synaptic current state width (bits, signed)")
     voltage_bits: int = Field(gt=0, description="membrane voltage state width (bits, signed)")
     chip: Optional[ChipTotals] = None
+    energy: Optional[EnergyModel] = None
 
     _source: str = PrivateAttr(default="<profile>")
 
