@@ -227,7 +227,7 @@ def neurobench(g: IntegerGraph, spikes: float, synops: float, steps: int,
     """NeuroBench's metrics of one inference (definitions in the module docstring)."""
     n_in = g.n_inputs
     dense_proj = float(sum(g.n_in(q) * g.n_out(q) for q in g.projections))
-    nnz = float(sum(int(np.count_nonzero(q.weights)) for q in g.projections))
+    nnz = float(sum(int(np.count_nonzero(chip_weight_matrix(q, g.n_in(q), g.n_out(q)))) for q in g.projections))
     footprint = 4 * (n_in * n_in + n_in + sum(g.n_in(q) * g.n_out(q) + g.n_out(q) for q in g.projections)) \
         + 4 * 3 * len(g.populations)
     macs = None
