@@ -403,3 +403,135 @@ def test_c_snntorch_imports_and_runs_the_file(digits, nir_file):
     assert np.mean(pred == pred_int) >= 0.99
     ours = simulate_nir(nir.read(str(nir_file)), x, STEPS)[pop_key(g.readout)]
     assert np.array_equal(counts.numpy().astype(np.int64), ours)  # snnTorch runs the same equations
+
+
+# ---------------------------------------------------------------- the CLI (through cli.main)
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert len(err[0]) < 900
+    return err[0]
+
+
+def test_cli_export_to_nir_then_import_fits(digits, tmp_path, capsys):
+    out = tmp_path / "d.nir"
+    assert main(["export", str(digits["run"]), "--to", "nir", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "CubaLIF" in text and "delay" in text
+    back = nir_to_graph(read_nir(out))
+    assert all(p.core is not None for p in back.populations)  # the run's placement travels in the file
+    assert main(["import", str(out), "--profile", str(ROOT / "hardware_profiles/loihi.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "FITS" in text and "h1" in text
+    assert main(["import", str(out), "--profile", str(ROOT / "hardware_profiles/loihi.yaml"), "--json"]) == 0
+    import json
+    js = json.loads(capsys.readouterr().out)
+    assert js["fits"] and sum(c["synapses"] for c in js["cores"]) == sum(q.weights.size for q in back.projections)
+
+
+def test_cli_export_default_path_is_in_the_run(digits, capsys):
+    assert main(["export", str(digits["run"]), "--to", "nir"]) == 0
+    assert (digits["run"] / "network.nir").is_file()
+    capsys.readouterr()
+
+
+def test_cli_import_that_does_not_fit_exits_1(digits, nir_file, tmp_path, capsys):
+    d = __import__("yaml").safe_load((ROOT / "hardware_profiles/tiny_test.yaml").read_text())
+    d["neurons_per_core"] = 16
+    d["synapse_memory_bits_per_core"] = 8192
+    d["synapses_per_core"] = 256
+    p = tmp_path / "small.yaml"
+    p.write_text(__import__("yaml").safe_dump(d))
+    assert main(["import", str(nir_file), "--profile", str(p)]) == 1
+    assert "DOES NOT FIT" in capsys.readouterr().out
+
+
+def test_cli_import_of_a_foreign_file_is_placed_and_checked(nir_file, tmp_path, capsys):
+    ng = strip_metadata(nir.read(str(nir_file)))
+    path = tmp_path / "foreign.nir"
+    nir.write(str(path), ng)
+    assert main(["import", str(path), "--profile", str(ROOT / "hardware_profiles/loihi.yaml")]) == 0
+    assert "pop_h1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["not exported", "out is a dir", "out folder missing", "steps with nir",
+                                  "out with lava", "run missing"])
+def test_cli_export_nir_hostile(digits, tmp_path, capsys, case):
+    run = str(digits["run"])
+    if case == "not exported":
+        trained = tmp_path / "t"
+        assert main(["train", "--profile", str(ROOT / "hardware_profiles/loihi.yaml"), "--model",
+                     str(ROOT / "models/digits_mlp.yaml"), "--out", str(trained), "--epochs", "1",
+                     "--no-progress"]) in (0, 1)
+        capsys.readouterr()
+        argv, want = ["export", str(trained), "--to", "nir"], "export"
+    elif case == "out is a dir":
+        argv, want = ["export", run, "--to", "nir", "--out", str(tmp_path)], "directory"
+    elif case == "out folder missing":
+        argv, want = ["export", run, "--to", "nir", "--out", str(tmp_path / "no" / "x.nir")], "does not exist"
+    elif case == "steps with nir":
+        argv, want = ["export", run, "--to", "nir", "--steps", "50"], "--steps"
+    elif case == "out with lava":
+        argv, want = ["export", run, "--out", str(tmp_path / "x.nir")], "--out"
+    else:
+        argv, want = ["export", str(tmp_path / "nope"), "--to", "nir"], "nope"
+    assert main(argv) == 2
+    assert want in one_error(capsys)
+
+
+@pytest.mark.parametrize("case", ["missing file", "garbage file", "bad profile", "unmappable node"])
+def test_cli_import_hostile(nir_file, tmp_path, capsys, case):
+    prof = str(ROOT / "hardware_profiles/loihi.yaml")
+    f = tmp_path / "x.nir"
+    if case == "missing file":
+        argv, want = ["import", str(tmp_path / "none.nir"), "--profile", prof], "not found"
+    elif case == "garbage file":
+        f.write_bytes(b"\x00garbage" * 100)
+        argv, want = ["import", str(f), "--profile", prof], "not a readable NIR file"
+    elif case == "bad profile":
+        argv, want = ["import", str(nir_file), "--profile", str(tmp_path / "p.yaml")], "p.yaml"
+    else:
+        ng = strip_metadata(nir.read(str(nir_file)))
+        ng.nodes[pop_key("h2")] = nir.LI(tau=np.ones(64), r=np.ones(64), v_leak=np.zeros(64))
+        nir.write(str(f), ng)
+        argv, want = ["import", str(f), "--profile", prof], "'pop_h2'"
+    assert main(argv) == 2
+    assert want in one_error(capsys)
+
+
+def test_cli_estimate_table_and_json(digits, capsys):
+    run = str(digits["run"])
+    loihi = str(ROOT / "hardware_profiles/loihi.yaml")
+    assert main(["estimate", run, "--steps", "20", "100", "--samples", "80", "--profile", loihi]) == 0
+    text = capsys.readouterr().out
+    assert "ESTIMATES from published pre-silicon" in text and "Davies" in text
+    assert "NeuroBench" in text and "bottleneck" in text
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith(("20 ", "100 "))]
+    assert [r[0] for r in rows] == ["20", "100"]
+    assert main(["estimate", run, "--steps", "20", "100", "--samples", "80", "--profile", loihi, "--json"]) == 0
+    import json
+    js = json.loads(capsys.readouterr().out)
+    a, b = js["by_steps"]
+    assert a["steps"] == 20 and b["steps"] == 100 and a["samples"] == 80
+    assert b["energy_pj"]["total"] > a["energy_pj"]["total"] > 0 and b["latency_us"] > a["latency_us"]
+    assert set(b["neurobench"]) >= {"footprint_bytes", "connection_sparsity", "activation_sparsity",
+                                    "synaptic_operations_effective_acs", "synaptic_operations_dense"}
+    assert "pre-silicon" in b["estimate"]
+
+
+def test_cli_estimate_with_a_profile_without_figures_says_so(digits, capsys):
+    assert main(["estimate", str(digits["run"]), "--steps", "20", "--samples", "10", "--profile",
+                 str(ROOT / "hardware_profiles/loihi2.yaml")]) == 0
+    text = capsys.readouterr().out
+    assert "no energy block" in text and "not estimated" in text
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["--steps", "0"], "--steps"), (["--steps", "20", "20"], "--steps"), (["--steps", "100000"], "--steps"),
+    (["--samples", "0"], "--samples"), (["--profile", "TINY"], "cannot hold"), (["--profile", "/nonexistent.yaml"],
+                                                                                  "nonexistent")])
+def test_cli_estimate_hostile(digits, capsys, argv, want):
+    argv = [a if a != "TINY" else str(ROOT / "hardware_profiles/tiny_test.yaml") for a in argv]
+    assert main(["estimate", str(digits["run"])] + argv) == 2
+    assert want in one_error(capsys)
