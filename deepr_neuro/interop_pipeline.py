@@ -127,7 +127,7 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
                               f"neurons cannot hold the run's placement (made for {manifest['profile']['name']!r}); "
                               "give the run's own chip's profile")
     else:
-        profile = HardwareProfile.from_dict(manifest["profile"], source=f"{run_dir}/manifest.json (field 'profile')")
+        profile = _run_profile(run_dir, manifest, HardwareProfile)
     data = run_dataset(manifest)
     n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
     if n < 1:
@@ -147,8 +147,9 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
         lines.append("NOTE: " + PRESILICON_NOTE.format(source=f"{profile.name}: " + est0.source[:160] + "..."))
     else:
         lines.append(f"NOTE: profile {profile.name!r} ({profile.source}) has no energy block: energy and latency are "
-                     "not estimated (no invented figures), operation counts and NeuroBench metrics are; a run trained "
-                     "before its profile gained the block takes --profile FILE")
+                     "not estimated (no invented figures), operation counts and NeuroBench metrics are. The block is "
+                     f"read from the run's profile file ({str(manifest.get('profile_path'))[:200]}) when it is found "
+                     "and describes the same chip; else pass --profile FILE")
     lines.append(f"{run_dir}: {n} test samples of {data.name}, per inference (one sample):")
     lines.append(f"{'steps':>5} {'accuracy':>9} {'energy uJ':>10} {'neuron %':>9} {'synops %':>9} {'msgs %':>7} "
                  f"{'latency us':>11} {'inf/s':>9} {'synops':>10} {'spikes':>8} {'bottleneck':>11}")
@@ -176,6 +177,24 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
     for note in e.notes:
         lines.append("note: " + note)
     return "\n".join(lines)
+
+
+def _run_profile(run_dir: Path, manifest: Dict, cls):
+    """The run's profile (its manifest's copy). The energy block is not stored in manifests (so
+    runs, sweeps and checkpoints stay byte-identical), so it is read from the profile file the run
+    was trained with, when that file still describes the same chip."""
+    from deepr_neuro.hardware.profile import load_profile, profile_to_dict
+
+    profile = cls.from_dict(manifest["profile"], source=f"{run_dir}/manifest.json (field 'profile')")
+    path = manifest.get("profile_path")
+    if isinstance(path, str) and Path(path).is_file():
+        try:
+            current = load_profile(path)
+        except ConfigError:
+            return profile
+        if current.energy is not None and profile_to_dict(current) == profile_to_dict(profile):
+            return current
+    return profile
 
 
 def _estimate_chain(net, g, x, y, profile, steps):

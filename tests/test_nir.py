@@ -520,6 +520,14 @@ def test_cli_estimate_table_and_json(digits, capsys):
     assert "pre-silicon" in b["estimate"]
 
 
+def test_cli_estimate_reads_the_block_from_the_runs_profile_file(digits, capsys):
+    import json
+    manifest = json.loads((digits["run"] / "manifest.json").read_text())
+    assert "energy" not in manifest["profile"]  # manifests stay as they were: figures live in the profile file
+    assert main(["estimate", str(digits["run"]), "--steps", "20", "--samples", "10"]) == 0
+    assert "ESTIMATES from published pre-silicon" in capsys.readouterr().out
+
+
 def test_cli_estimate_with_a_profile_without_figures_says_so(digits, capsys):
     assert main(["estimate", str(digits["run"]), "--steps", "20", "--samples", "10", "--profile",
                  str(ROOT / "hardware_profiles/loihi2.yaml")]) == 0

@@ -474,7 +474,7 @@ class HardwareProfile(BaseModel):
     current_bits: int = Field(gt=0, description="synaptic current state width (bits, signed)")
     voltage_bits: int = Field(gt=0, description="membrane voltage state width (bits, signed)")
     chip: Optional[ChipTotals] = None
-    energy: Optional[EnergyModel] = None
+    energy: Optional[EnergyModel] = Field(None, exclude=True)  # estimates only: not part of manifests/fingerprints
 
     _source: str = PrivateAttr(default="<profile>")
 
