@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -109,7 +109,6 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
     (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way."""
     from deepr_neuro.estimate.cost import PRESILICON_NOTE
     from deepr_neuro.hardware.profile import HardwareProfile
-    from deepr_neuro.network.integer_network import as_graph
     from deepr_neuro.pipeline import check_samples, check_steps, run_dataset
 
     run_dir = Path(run_dir)
