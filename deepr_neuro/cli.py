@@ -1,4 +1,4 @@
-"""Command line: ``deepr-neuro profiles|train|report|export|simulate|crosscheck|sweep|plot``.
+"""Command line: ``deepr-neuro profiles|train|report|export|import|estimate|simulate|crosscheck|sweep|plot``.
 
 Every user mistake ends as one ``error:`` line naming the file, field and fix
 (exit status 2), never a traceback. Lava and Brian2 are imported only by the
@@ -201,6 +201,11 @@ def cmd_export(args) -> int:
     from deepr_neuro.pipeline import export_run
     from deepr_neuro.store.rundir import DirLock
 
+    if args.to == "nir":
+        from deepr_neuro.interop_pipeline import export_nir_cli
+        return export_nir_cli(args)
+    if args.out is not None:
+        raise ConfigError("--out: only for --to nir (--to lava writes into the run directory)")
     try:
         # under the run's lock: an export never races a train --resume / --overwrite of the same run
         with DirLock(Path(args.run), what="run", flag="run"):
@@ -209,6 +214,25 @@ def cmd_export(args) -> int:
     except KeyboardInterrupt:
         return _interrupted("export", args.run)
     print(summary)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from deepr_neuro.interop_pipeline import import_nir_file
+
+    text, fits = import_nir_file(Path(args.file), args.profile, as_json=args.json)
+    print(text)
+    return 0 if fits else 1
+
+
+def cmd_estimate(args) -> int:
+    from deepr_neuro.interop_pipeline import estimate_run
+
+    try:
+        print(estimate_run(Path(args.run), steps=args.steps, samples=args.samples, as_json=args.json,
+                           profile_path=args.profile))
+    except KeyboardInterrupt:
+        return _interrupted("estimate", args.run)
     return 0
 
 
@@ -304,13 +328,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="quantize and convert a run to an integer spiking network")
     p.add_argument("run")
-    p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
+    p.add_argument("--to", default="lava", choices=["lava", "nir"],
+                   help="deployment target: lava (the run's integer bundle) or nir (a NIR file, see --out)")
+    p.add_argument("--out", default=None, help="--to nir: file to write (default RUN/network.nir)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"time steps per sample, 1..{MAX_STEPS} (default 100)")
     p.add_argument("--calibration-samples", type=int, default=3000,
                    help="validation samples (>= 1) simulated to calibrate thresholds (more: slower, steadier)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="map a NIR file onto a profile's chip and check every core's budget")
+    p.add_argument("file", help="NIR file (nir.write, nir 1.0.x)")
+    p.add_argument("--profile", required=True, help="hardware profile YAML")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("estimate", help="energy, latency and NeuroBench metrics per inference (estimates)")
+    p.add_argument("run")
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="steps per sample to tabulate, each 1..%d (default 20 50 100 200)" % MAX_STEPS)
+    p.add_argument("--samples", type=int, default=None, help="first N >= 1 test samples (default: all)")
+    p.add_argument("--profile", default=None,
+                   help="profile YAML with the energy block (default: the run's own profile)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("simulate", help="run the exported network on the test set")
     p.add_argument("run")

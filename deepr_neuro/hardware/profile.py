@@ -33,6 +33,7 @@ from pydantic import (
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.hardware import memory
 from deepr_neuro.hardware.yaml_io import FieldIssue, echo, read_yaml_mapping, validate_mapping
+from deepr_neuro.hardware.energy import EnergyModel
 
 __all__ = [
     "LAVA_LIMITS",
@@ -159,6 +160,7 @@ class HardwareProfile(BaseModel):
     current_bits: int = Field(gt=0, description="synaptic current state width (bits, signed)")
     voltage_bits: int = Field(gt=0, description="membrane voltage state width (bits, signed)")
     chip: Optional[ChipTotals] = None
+    energy: Optional[EnergyModel] = Field(None, exclude=True)  # estimates only: not part of manifests/fingerprints
 
     _source: str = PrivateAttr(default="<profile>")
 
