@@ -31,7 +31,8 @@ PACKAGE = "deepr_neuro"
 #: Layer of each top-level part of the package (ARCHITECTURE.md).
 LAYERS: Dict[str, int] = {
     "errors": 0, "network": 1, "hardware": 2, "store": 3, "training": 4,
-    "simulate": 5, "convert": 6, "experiments": 7, "pipeline": 8, "cli": 8,
+    "simulate": 5, "convert": 6, "interop": 6, "estimate": 7, "experiments": 7,
+    "pipeline": 8, "interop_pipeline": 8, "cli": 8,
 }
 LAYER_NAMES = {0: "errors", 1: "network", 2: "hardware", 3: "store", 4: "training",
                5: "simulate", 6: "convert", 7: "experiments", 8: "pipeline/cli"}
