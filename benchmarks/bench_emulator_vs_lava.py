@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from deepr_neuro.simulate.emulator import EmulatorBackend, synops
+from deepr_neuro.simulate.activity import synops
+from deepr_neuro.simulate.emulator import EmulatorBackend
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
