@@ -16,7 +16,7 @@ import numpy as np
 from deepr_neuro.errors import BackendError
 from deepr_neuro.network.fixed_point import LAVA_LIMITS
 from deepr_neuro.network.integer_network import (IntegerGraph, IntegerNetwork, NeuronParams, Population,
-                                                 Projection, as_graph)
+                                                 Projection, as_graph, chain_to_graph)
 
 _MAX_REPR = 200
 
@@ -99,9 +99,6 @@ def check_graph(graph: Union[IntegerGraph, IntegerNetwork]) -> IntegerGraph:
     """
     pop_label, proj_label = {}, {}
     if isinstance(graph, IntegerNetwork):   # errors speak of layers, as the chain's user knows them
-        pop_label["input"] = "input"
-        for i, layer in enumerate(graph.layers):
-            pop_label[layer.name] = proj_label[layer.name] = f"layer {i} {layer.name!r}"
         for i, layer in enumerate(graph.layers):   # what chain_to_graph cannot see
             where = f"layer {i} {layer.name!r}"
             prev = graph.sizes[i]
@@ -109,6 +106,12 @@ def check_graph(graph: Union[IntegerGraph, IntegerNetwork]) -> IntegerGraph:
                 raise BackendError(f"{where}: n_in = {layer.n_in} but the layer before has {prev} neurons")
             if layer.neurons.n != layer.n_out:
                 raise BackendError(f"{where}: {layer.neurons.n} bias_mant values for n_out = {layer.n_out}")
+        chain = chain_to_graph(graph)
+        pop_label[chain.populations[0].name] = "input"
+        for i, layer in enumerate(graph.layers):
+            pop_label[chain.populations[i + 1].name] = proj_label[chain.projections[i].name] = \
+                f"layer {i} {layer.name!r}"
+        graph = chain
     try:
         graph = as_graph(graph)
     except TypeError as exc:
