@@ -67,8 +67,11 @@ def graphs(draw, max_pops=4, max_n=5, max_steps=16):
             du, dv = draw(st.sampled_from([0, 1024, 3000, 4094])), draw(st.sampled_from([0, 100, 2048, 4095]))
         else:
             du, dv = draw(st.integers(0, 4095)), draw(st.integers(0, 4095))
-        vth = draw(st.one_of(st.integers(0, 64), st.sampled_from([0, 500, 131071])))
-        bias_exp = draw(st.integers(0, 4))
+        if k == 0:   # a busy input, so that the populations behind it have something to do
+            vth, bias_exp = draw(st.integers(0, 32)), draw(st.integers(2, 5))
+        else:        # mostly low thresholds; a few that (almost) never fire
+            vth = draw(st.one_of(st.integers(0, 24), st.integers(0, 64), st.sampled_from([0, 500, 131071])))
+            bias_exp = draw(st.integers(0, 4))
         bias = rng.integers(-64, 65, sizes[k]) if draw(st.booleans()) else np.zeros(sizes[k])
         return NeuronParams(vth=vth, du=du, dv=dv, bias_exp=bias_exp, bias_mant=bias.astype(np.int32))
 
@@ -100,7 +103,7 @@ def graphs(draw, max_pops=4, max_n=5, max_steps=16):
             w = rng.choice([-256, -255, -1, 1, 254, 255], rows.size)
         projs.append(Projection(name=f"q{j}", pre=names[a], post=names[b], rows=rows.astype(np.int32),
                                 cols=cols.astype(np.int32), weights=w.astype(np.int32),
-                                weight_exp=draw(st.integers(-4, 4)), num_weight_bits=draw(st.integers(1, 8))))
+                                weight_exp=draw(st.one_of(st.integers(-4, 4), st.sampled_from([-8, 7]))), num_weight_bits=draw(st.integers(1, 8))))
     readout = names[draw(st.integers(1, n_pops - 1))]
     g = IntegerGraph(populations=tuple(pops), projections=tuple(projs),
                      encoding=InputEncoding(draw(st.integers(1, 16)), draw(st.integers(0, 3))), readout=readout)
