@@ -463,3 +463,37 @@ def test_backend_run_validates_allocates_and_skips_empty_work(n, steps, record):
 def test_backend_exactness_is_an_attribute():
     assert EmulatorBackend.exact is True and Recording.exact is False
     assert get_backend("emulator").exact and get_backend("lava").exact
+
+
+# ---------------------------------------------------------------------------
+# fixed_point: the one home of Lava's numbers agrees with the installed Lava
+# ---------------------------------------------------------------------------
+
+@pytest.mark.lava
+def test_fixed_point_numbers_are_lavas():
+    pytest.importorskip("lava")
+    import deepr_neuro.simulate.lava_compat  # noqa: F401  (makes lava importable on 3.11)
+    from lava.proc.lif.models import PyLifModelBitAcc
+    from lava.proc.sparse.models import PySparseModelBitAcc
+    from deepr_neuro.network import fixed_point as fp
+    m = PyLifModelBitAcc({})
+    assert (m.ds_offset, m.dm_offset, m.act_shift, m.vth_shift, m.decay_shift, m.uv_bitwidth, m.max_uv_val) == \
+        (fp.DS_OFFSET, fp.DM_OFFSET, fp.ACT_SHIFT, fp.VTH_SHIFT, fp.DECAY_SHIFT, fp.UV_BITS, fp.MAX_UV)
+    assert PyLifModelBitAcc.bias_mant.precision == fp.LAVA_FORMAT["bias_mant_bits"]
+    assert PyLifModelBitAcc.du.precision == fp.LAVA_FORMAT["decay_bits"]
+    assert PySparseModelBitAcc.a_out.d_type == np.int32          # what the InPort adds, in int32
+    assert PyLifModelBitAcc.a_in.d_type == np.int16              # zeros it adds onto (int16 + int32 -> int32)
+
+
+def test_fixed_point_is_the_one_home():
+    """The profile, the chip format and the emulator read the same numbers."""
+    from deepr_neuro.hardware import profile
+    from deepr_neuro.hardware.chip_format import ChipFormat
+    from deepr_neuro.network import fixed_point as fp
+    from deepr_neuro.simulate import emulator
+    assert profile.LAVA_LIMITS is fp.LAVA_LIMITS
+    f = ChipFormat()
+    assert (f.vth_max, f.bias_mant_min, f.bias_mant_max, f.decay_max) == (
+        fp.LAVA_LIMITS["vth"][1], *fp.LAVA_LIMITS["bias_mant"], fp.LAVA_LIMITS["du"][1])
+    assert (f.weight_exp_min, f.weight_exp_max) == fp.LAVA_LIMITS["weight_exp"]
+    assert emulator.MAX_UV is fp.MAX_UV and emulator.ACT_SHIFT is fp.ACT_SHIFT

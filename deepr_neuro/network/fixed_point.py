@@ -88,9 +88,6 @@ EXCITATORY = "excitatory"
 INHIBITORY = "inhibitory"
 SIGN_MODES = (MIXED, EXCITATORY, INHIBITORY)
 
-#: Lava's synapse word: weights are stored as 8-bit mantissas (+ sign when mixed).
-LAVA_MAX_WEIGHT_BITS = 8
-
 
 # --------------------------------------------------------------------------
 # Lava's integer weight format, reproduced exactly
