@@ -32,6 +32,8 @@ the run.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 import deepr_neuro.simulate.lava_compat as lava_compat
@@ -70,6 +72,10 @@ class LavaBackend(Backend):
     name = "lava"
     exact = True
 
+    def __init__(self):
+        #: wall-clock seconds of each sample of the last run (the first includes Lava's compile)
+        self.sample_seconds = []
+
     def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes) -> None:
         (RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel,
          LIFReset, Sparse) = _import_lava()
@@ -102,8 +108,10 @@ class LavaBackend(Backend):
                            exception_proc_model_map={Extractor: PyLoihiExtractorModel})
         head = neurons[pops[0].name]
         train = [np.zeros((steps, pop.n), bool) for pop in pops]
+        self.sample_seconds = []
         try:
             for s in range(bias.shape[0]):
+                t0 = time.perf_counter()
                 if s > 0:
                     head.bias_mant.set(bias[s].astype(np.int32))
                     for syn in synapses:
@@ -115,6 +123,7 @@ class LavaBackend(Backend):
                     counts[k][s] = train[k].sum(axis=0, dtype=np.int32)
                     if spikes is not None:
                         spikes[k][s] = train[k]
+                self.sample_seconds.append(time.perf_counter() - t0)
         except BackendError:
             raise
         except Exception as exc:
