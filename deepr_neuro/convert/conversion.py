@@ -53,7 +53,7 @@ Pure NumPy: no Lava import. The emulator is used only by the accuracy helpers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np

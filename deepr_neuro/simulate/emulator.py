@@ -38,7 +38,7 @@ activity counts from :mod:`deepr_neuro.simulate.activity`.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
