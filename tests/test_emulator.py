@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deepr_neuro.simulate.backends import get_backend
-from deepr_neuro.simulate.emulator import (MAX_UV, V_MAX, EmulatorBackend, decay, effective_weights,
-                                  lif_step, synops)
-from deepr_neuro.errors import BackendError
+from deepr_neuro.network.fixed_point import MAX_UV, V_MAX
+from deepr_neuro.simulate.activity import synops
+from deepr_neuro.simulate.emulator import EmulatorBackend, decay, effective_weights, lif_step
+from deepr_neuro.errors import BackendError, DeeprError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 

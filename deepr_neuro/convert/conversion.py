@@ -51,7 +51,7 @@ until they move to ``hardware/`` and ``store/``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -59,81 +59,10 @@ import numpy as np
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
-from deepr_neuro.convert.quantize import (_get, ann_forward, dense_matrix, full_range_scale,
-                                          quantize_weights, sign_mode_of)
+from deepr_neuro.convert.quantize import _get, ann_forward, dense_matrix
 from deepr_neuro.convert.encoding import choose_input_encoding
-
-#: Integrate-and-fire: current lasts one step (4096 - (4095 + 1) = 0), no leak.
-IF_DU = 4095
-IF_DV = 0
-ACT_SHIFT = 6  # Lava shifts the synaptic input and the threshold left by 6
-
-
-@dataclass(frozen=True)
-class ChipFormat:
-    """The integer widths conversion must respect.
-
-    Defaults are what Lava's bit-accurate models hold (lava-nc 0.10.0); a
-    hardware profile may be narrower: use :meth:`from_profile`.
-    """
-
-    num_weight_bits: int = 8
-    weight_exp_min: int = -8
-    weight_exp_max: int = 7
-    threshold_mant_bits: int = 17   # vth, unsigned
-    bias_mant_bits: int = 13        # signed, sign bit included
-    bias_exp_max: int = 7
-    decay_bits: int = 12
-    current_bits: int = 24          # u; the input a enters as a << 6
-    voltage_bits: int = 24          # v
-
-    @classmethod
-    def from_profile(cls, profile, num_weight_bits: Optional[int] = None) -> "ChipFormat":
-        """Read the widths from a :class:`deepr_neuro.hardware.profile.HardwareProfile`."""
-        return cls(
-            num_weight_bits=int(num_weight_bits if num_weight_bits is not None
-                                else profile.weight_bits),
-            weight_exp_min=int(profile.weight_exp_min),
-            weight_exp_max=int(profile.weight_exp_max),
-            threshold_mant_bits=int(profile.threshold_mant_bits),
-            bias_mant_bits=int(profile.bias_mant_bits),
-            bias_exp_max=int(profile.bias_exp_max),
-            decay_bits=int(profile.decay_bits),
-            current_bits=int(profile.current_bits),
-            voltage_bits=int(profile.voltage_bits),
-        )
-
-    @property
-    def vth_max(self) -> int:
-        return (1 << self.threshold_mant_bits) - 1
-
-    @property
-    def bias_mant_max(self) -> int:
-        return (1 << (self.bias_mant_bits - 1)) - 1
-
-    @property
-    def bias_mant_min(self) -> int:
-        return -(1 << (self.bias_mant_bits - 1))
-
-    @property
-    def decay_max(self) -> int:
-        return (1 << self.decay_bits) - 1
-
-    @property
-    def input_max(self) -> int:
-        """Largest |a| per step with ``a << 6`` inside the current's range (no wrap)."""
-        return (1 << (self.current_bits - 1 - ACT_SHIFT)) - 1
-
-    def check(self) -> "ChipFormat":
-        if self.decay_max < IF_DU:
-            raise ConfigError(
-                f"decay_bits: {self.decay_bits} bits cannot hold du = {IF_DU} "
-                "(integrate-and-fire needs 12-bit decays)")
-        if self.vth_max << ACT_SHIFT > (1 << (self.voltage_bits - 1)) - 1:
-            raise ConfigError(
-                f"threshold_mant_bits: vth up to {self.vth_max} << 6 does not fit "
-                f"the {self.voltage_bits}-bit voltage")
-        return self
+from deepr_neuro.hardware.chip_format import ChipFormat
+from deepr_neuro.network.fixed_point import ACT_SHIFT, IF_DU, IF_DV, full_range_scale, quantize_weights, sign_mode_of
 
 
 def _limit_error(strict: bool, msg: str, warnings: List[str]) -> None:

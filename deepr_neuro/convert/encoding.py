@@ -23,7 +23,7 @@ import numpy as np
 
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.integer_network import InputEncoding
-from deepr_neuro.simulate.emulator import ACT_SHIFT
+from deepr_neuro.network.fixed_point import ACT_SHIFT
 
 
 def input_counts(bias_eff: np.ndarray, vth: int, steps: int) -> np.ndarray:

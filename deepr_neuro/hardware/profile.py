@@ -34,6 +34,7 @@ from deepr_neuro.errors import ConfigError
 from deepr_neuro.hardware import memory
 from deepr_neuro.hardware.yaml_io import FieldIssue, echo, read_yaml_mapping, validate_mapping
 from deepr_neuro.hardware.energy import EnergyModel
+from deepr_neuro.network.fixed_point import LAVA_FORMAT, LAVA_LIMITS
 
 __all__ = [
     "LAVA_LIMITS",
@@ -45,20 +46,9 @@ __all__ = [
     "profile_to_dict",
 ]
 
-# What Lava's bit-accurate models (lava-nc 0.10.0: proc/sparse, proc/dense,
-# proc/lif models, utils/weightutils.py) can represent. A profile may be
+# What Lava's bit-accurate models can represent lives in network/fixed_point.py
+# (LAVA_LIMITS: value ranges, LAVA_FORMAT: LIF widths). A profile may be
 # narrower than this, never wider: the deploy target could not carry it.
-LAVA_LIMITS = {
-    "weight_bits": (1, 8),          # Sparse/Dense num_weight_bits
-    "weight_min": -256,             # weights are integers in [-256, 255]
-    "weight_max": 255,
-    "threshold_mant_bits": 17,      # LIF vth (unsigned), compared as vth << 6
-    "bias_mant_bits": 13,           # LIF bias_mant, signed, sign bit included
-    "bias_exp_max": 7,              # LIF bias_exp, 3 bits
-    "decay_bits": 12,               # LIF du, dv (0..4095)
-    "current_bits": 24,             # LIF u, wraps at 2^23
-    "voltage_bits": 24,             # LIF v, clipped to +-(2^23 - 1)
-}
 
 
 
@@ -191,7 +181,7 @@ class HardwareProfile(BaseModel):
                 "(word_bits, chunk_max_synapses, chunk_header_bits, index bits) is missing: add it")
 
     def _check_weight_format(self) -> None:
-        lo, hi = LAVA_LIMITS["weight_bits"]
+        lo, hi = LAVA_LIMITS["num_weight_bits"]
         bad = [b for b in self.weight_bits_allowed if not lo <= b <= hi]
         if bad:
             raise FieldIssue(
@@ -203,7 +193,7 @@ class HardwareProfile(BaseModel):
                 "weight_bits",
                 f"{self.weight_bits} bits is not offered by this chip "
                 f"(weight_bits_allowed: {self.weight_bits_allowed}); pick one of those")
-        wmin, wmax = LAVA_LIMITS["weight_min"], LAVA_LIMITS["weight_max"]
+        wmin, wmax = LAVA_LIMITS["weight"]
         if not wmin <= self.weight_min < 0:
             raise FieldIssue(
                 "weight_min", f"must be in [{wmin}, -1] (mixed-sign weights as Lava "
@@ -219,7 +209,7 @@ class HardwareProfile(BaseModel):
     def _check_lava_widths(self) -> None:
         for key in ("threshold_mant_bits", "bias_mant_bits", "bias_exp_max",
                     "decay_bits", "current_bits", "voltage_bits"):
-            val, lim = getattr(self, key), LAVA_LIMITS[key]
+            val, lim = getattr(self, key), LAVA_FORMAT[key]
             if val > lim:
                 raise FieldIssue(
                     key, f"must be <= {lim} (got {val}): Lava's bit-accurate LIF "

@@ -35,7 +35,7 @@ from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
 from deepr_neuro.hardware.mapping import CorePlan, NetworkPlan, plan_graph
 from deepr_neuro.training.model_spec import TrainingSpec, check_model_fits_data, model_graph
-from deepr_neuro.convert.quantize import fake_quantize
+from deepr_neuro.network.fixed_point import fake_quantize
 from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
 CHECKPOINT = "checkpoint.npz"
