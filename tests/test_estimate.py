@@ -194,7 +194,7 @@ def chains(draw):
 @settings(max_examples=40, deadline=None)
 @given(net=chains(), steps=st.integers(1, 12))
 def test_counts_agree_with_the_emulator_and_energy_adds_up(loihi_dict, net, steps):
-    from deepr_neuro.simulate.emulator import synops
+    from deepr_neuro.simulate.activity import synops
 
     prof = profile_with(loihi_dict)
     x = np.random.default_rng(steps).integers(0, 256, size=(5, net.n_inputs))

@@ -10,8 +10,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from deepr_neuro.network.integer_network import IntegerNetwork
-from deepr_neuro.convert.quantize import (QuantizedLayer, accuracy, ann_forward,
-                                          quantized_matrices, sign_mode_of)
+from deepr_neuro.convert.quantize import accuracy, ann_forward, quantized_matrices
+from deepr_neuro.network.fixed_point import QuantizedLayer, sign_mode_of
 
 
 def quantized_layers_of(net: IntegerNetwork) -> List[QuantizedLayer]:
