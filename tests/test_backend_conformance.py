@@ -230,9 +230,6 @@ def test_record_spikes_on_and_off_agree(backend, seed):
 # Inputs: refused cleanly, or accepted as the integers they hold
 # ---------------------------------------------------------------------------
 
-_H1 = ("emulator.check_inputs lets it through today; the base Backend.run validation "
-       "(helper H1, issue 10 item 4) is to refuse it")
-
 BAD_INPUTS = [
     # (id, x, steps, what the message must name)
     ("too-wide", np.zeros((2, 4)), 3, r"inputs: expected shape \(n_samples, 3\), got \(2, 4\)"),
@@ -252,20 +249,13 @@ BAD_INPUTS = [
     ("steps-fraction", np.zeros((1, 3)), 2.5, r"steps: .*integer.*2\.5"),
     ("steps-string", np.zeros((1, 3)), "3", r"steps: .*integer.*'3'"),
     pytest.param("complex", np.array([[1 + 2j, 0, 0]]), 3, r"inputs", id="complex",
-                 marks=[pytest.mark.xfail(strict=True, reason=_H1),
-                        pytest.mark.filterwarnings("ignore:Casting complex values")]),
-    pytest.param("strings", np.array([["1", "2", "3"]]), 3, r"inputs", id="strings",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
-    pytest.param("object-none", np.array([[1, 2, None]], object), 3, r"inputs", id="object-none",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
-    pytest.param("steps-bool", np.zeros((1, 3)), True, r"steps", id="steps-bool",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
-    pytest.param("steps-none", np.zeros((1, 3)), None, r"steps", id="steps-none",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
-    pytest.param("steps-nan", np.zeros((1, 3)), float("nan"), r"steps", id="steps-nan",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
-    pytest.param("steps-inf", np.zeros((1, 3)), float("inf"), r"steps", id="steps-inf",
-                 marks=pytest.mark.xfail(strict=True, reason=_H1)),
+                 marks=pytest.mark.filterwarnings("ignore:Casting complex values")),
+    pytest.param("strings", np.array([["1", "2", "3"]]), 3, r"inputs", id="strings"),
+    pytest.param("object-none", np.array([[1, 2, None]], object), 3, r"inputs", id="object-none"),
+    pytest.param("steps-bool", np.zeros((1, 3)), True, r"steps", id="steps-bool"),
+    pytest.param("steps-none", np.zeros((1, 3)), None, r"steps", id="steps-none"),
+    pytest.param("steps-nan", np.zeros((1, 3)), float("nan"), r"steps", id="steps-nan"),
+    pytest.param("steps-inf", np.zeros((1, 3)), float("inf"), r"steps", id="steps-inf"),
 ]
 
 

@@ -175,6 +175,10 @@ def check_inputs(graph: Union[IntegerGraph, IntegerNetwork], x_uint8: np.ndarray
     if x.ndim != 2 or x.shape[1] != graph.n_inputs:
         raise BackendError(
             f"inputs: expected shape (n_samples, {graph.n_inputs}), got {np.shape(x_uint8)}")
+    if x.size and not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise BackendError(
+            f"inputs: expected integer features 0..255 (uint8), got dtype {x.dtype}; "
+            f"complex, string, object or boolean arrays are never cast")
     if x.size and (not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255):
         if not (np.issubdtype(x.dtype, np.number) and np.all(x == np.round(x))
                 and x.min() >= 0 and x.max() <= 255):
