@@ -54,7 +54,7 @@ def check_samples(samples, flag: str = "--samples") -> int:
 
 def load_integer_network(run_dir: Path):
     """The exported integer network of a run, after every bundle check (fit included)."""
-    from deepr_neuro.convert.conversion.conversion import integer_network_from_arrays
+    from deepr_neuro.convert.conversion import integer_network_from_arrays
 
     manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
@@ -95,10 +95,10 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     otherwise).
     """
     from deepr_neuro.simulate.backends import get_backend
-    from deepr_neuro.convert.conversion.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
+    from deepr_neuro.convert.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
                                      integer_network_to_arrays, quantized_ann_accuracy)
     from deepr_neuro.hardware.profile import HardwareProfile
-    from deepr_neuro.convert.conversion.quantize import float_accuracy
+    from deepr_neuro.convert.quantize import float_accuracy
 
     run_dir = Path(run_dir)
     steps = DEFAULT_STEPS if steps is None else check_steps(steps)

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.convert.conversion.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
+from deepr_neuro.convert.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
                                   fake_quantize, full_range_scale, quantize_network,
                                   quantize_weights, quantized_accuracy, float_accuracy,
                                   sign_mode_of, truncate_weights, weight_range, weight_step)

@@ -61,7 +61,7 @@ import numpy as np
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
-from deepr_neuro.convert.conversion.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
+from deepr_neuro.convert.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
                                   dense_matrix, full_range_scale,
                                   quantize_weights, quantized_matrices,
                                   sign_mode_of)

@@ -35,7 +35,7 @@ from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
 from deepr_neuro.hardware.mapping import NetworkPlan, plan_network
 from deepr_neuro.training.model_spec import check_model_fits_data
-from deepr_neuro.convert.conversion.quantize import fake_quantize
+from deepr_neuro.convert.quantize import fake_quantize
 from deepr_neuro.training.rewiring import CoreSpec
 from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
