@@ -26,7 +26,7 @@ from deepr_neuro.simulate.backends import get_backend
 from deepr_neuro.store.bundle import MANIFEST, NETWORK, load_bundle, save_bundle
 from deepr_neuro.store.bundle_check import is_export_key
 from deepr_neuro.cli import main
-from deepr_neuro.convert.conversion import integer_network_from_arrays
+from deepr_neuro.store.codec import integer_graph_from_arrays
 from deepr_neuro.pipeline import load_integer_network
 from deepr_neuro.errors import BudgetError, BundleError, DeeprError
 
