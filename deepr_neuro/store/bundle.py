@@ -214,7 +214,7 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: field 'format' is {str(manifest.get('format'))[:80]!r}, expected {FORMAT!r}")
     v = manifest.get("version")
-    if isinstance(v, bool) or v not in READ_VERSIONS:
+    if not isinstance(v, int) or isinstance(v, bool) or v not in READ_VERSIONS:
         raise BundleError(f"{mpath}: field 'version' is {str(v)[:80]!r}; this deepr-neuro reads versions "
                           f"{', '.join(map(str, READ_VERSIONS))} (a newer deepr-neuro wrote it? upgrade: "
                           "`pip install -U deepr-neuro`)")
