@@ -10,9 +10,14 @@ Order of the checks (the first failing one is reported):
 
 1. manifest.json is an object with the fields every command reads, of the
    right JSON types (:func:`check_manifest`); its ``profile`` block is
-   validated again as a :class:`~deepr_neuro.hardware.profile.HardwareProfile`; core
-   ranges partition every layer, core ids are unique and on the chip.
-2. network.npz holds exactly the expected arrays (:func:`check_arrays`):
+   validated again as a :class:`~deepr_neuro.hardware.profile.HardwareProfile`;
+   the ``graph`` (version 2) or the ``layers`` (version 1, then turned into the
+   graph): populations with core ranges partitioning each of them, core ids
+   unique and on the chip, projections between existing populations, none into
+   the input population, a readout.
+2. network.npz holds exactly the expected arrays, per population and per
+   projection (:func:`check_arrays`; a version-1 bundle's arrays are renamed to
+   version 2 first and named as in the file in every message):
    integer dtypes for indices and chip integers (never a silent cast of float
    or complex values), 1-D lengths consistent with the manifest, indices in
    range, (row, col) pairs unique and sorted, finite float weights, every
@@ -28,21 +33,19 @@ Order of the checks (the first failing one is reported):
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from deepr_neuro.errors import BudgetError, BundleError, ConfigError
+# Array names of both formats live in the codec; version 1 is read by renaming its arrays
+# to version 2 (store.codec.v1_to_v2), so one set of checks serves both.
+from deepr_neuro.store.codec import (ENCODING_KEYS, OPTIONAL_KEYS, POP_EXPORT, POP_TRAINED, PROJ_EXPORT,
+                                     PROJ_TRAINED, is_export_key, pop_key, proj_key)
 
 #: Largest number of time steps per sample a command runs (simulate, crosscheck,
 #: export); a bound, so that a typo (``--steps 100000000``) is refused at once.
 MAX_STEPS = 10_000
-
-# Array names of both formats live in the codec (store/codec.py); version 1 is read by
-# renaming its arrays to version 2 (store.codec.v1_to_v2), so one set of checks serves both.
-from deepr_neuro.store.codec import (ENCODING_KEYS, OPTIONAL_KEYS, POP_EXPORT, POP_TRAINED, PROJ_EXPORT,  # noqa: E402
-                                     PROJ_TRAINED, is_export_key, pop_key, proj_key)
 
 #: longest population / projection name (names become array names ``pop/<name>/...``)
 MAX_NAME = 200
