@@ -446,10 +446,12 @@ StepHook = Callable[[RecurrentModel, Dict[str, np.ndarray], Adam, int], None]
 
 def train_recurrent(model: RecurrentModel, data, epochs: int = 5, lr: float = 3e-3,
                     batch_size: int = 32, seed: int = 0, rate_reg: float = 0.0,
-                    rate_target: float = 0.02, step_hook: Optional[StepHook] = None,
+                    rate_target: float = 0.02, clip_norm: Optional[float] = 10.0, step_hook: Optional[StepHook] = None,
                     log: Optional[Callable[[str], None]] = None, eval_test: bool = True) -> TrainResult:
     """Adam on the cross-entropy, BPTT per batch, over ``data`` (a SequenceDataset).
 
+    Gradients are scaled to a global norm of at most ``clip_norm`` (None: off),
+    the usual guard of BPTT against exploding gradients.
     ``step_hook(model, grads, adam, step)`` runs after each optimiser step:
     the place a rewiring engine plugs in (it may change model.masks and
     model.weights; it should call model.apply_masks()).
@@ -465,6 +467,11 @@ def train_recurrent(model: RecurrentModel, data, epochs: int = 5, lr: float = 3e
         for idx in length_batches(data.len_train, batch_size, rng):
             s, n = encode_batch(model.spec.encoding, data.x_train, data.len_train, idx)
             loss, grads, info = model.loss_and_grads(s, n, data.y_train[idx], rate_reg, rate_target)
+            if clip_norm:
+                norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+                if norm > clip_norm:
+                    for g in grads.values():
+                        g *= clip_norm / norm
             adam.step(model.weights, grads, model.masks)
             step += 1
             if step_hook is not None:
