@@ -501,6 +501,23 @@ def test_short_training_lowers_the_loss(kind):
     assert not np.diag(m.weights["rec_rec"]).any()
 
 
+def test_keep_best_restores_the_best_validation_epoch():
+    from deepr_neuro.training.recurrent import evaluate
+    d = _toy_data(n=96, seed=2)
+    spec = RecurrentSpec(n_in=6, n_rec=12, n_out=4, encoding=FrameEncoding(steps_per_frame=2))
+    m = RecurrentModel.init(spec, seed=1, in_scale=3.0, out_scale=0.1)
+    res = train_recurrent(m, d, epochs=4, lr=3e-2, batch_size=8, seed=1)
+    vals = [h["val_acc"] for h in res.history]
+    assert res.best_epoch == 1 + int(np.argmax(vals)) and res.val_accuracy == max(vals)
+    assert evaluate(m, d.x_val, d.len_val, d.y_val) == res.val_accuracy
+    # no validation split: nothing to select on, the last weights are kept
+    empty = SequenceDataset(**{**d.__dict__, "x_val": d.x_val[:0], "len_val": d.len_val[:0],
+                               "y_val": d.y_val[:0]})
+    m2 = RecurrentModel.init(spec, seed=1, in_scale=3.0, out_scale=0.1)
+    res2 = train_recurrent(m2, empty, epochs=2, batch_size=8, seed=1)
+    assert res2.best_epoch == 2 and math.isnan(res2.val_accuracy)
+
+
 def test_training_is_deterministic_per_seed():
     d = _toy_data(n=64)
     spec = RecurrentSpec(n_in=6, n_rec=8, n_out=4, encoding=FrameEncoding(steps_per_frame=2))

@@ -403,6 +403,7 @@ class TrainResult:
     history: List[dict]
     val_accuracy: float
     test_accuracy: float
+    best_epoch: int = 0
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.RandomState) -> List[np.ndarray]:
@@ -447,7 +448,8 @@ StepHook = Callable[[RecurrentModel, Dict[str, np.ndarray], Adam, int], None]
 def train_recurrent(model: RecurrentModel, data, epochs: int = 5, lr: float = 3e-3,
                     batch_size: int = 32, seed: int = 0, rate_reg: float = 0.0,
                     rate_target: float = 0.02, clip_norm: Optional[float] = 10.0, step_hook: Optional[StepHook] = None,
-                    log: Optional[Callable[[str], None]] = None, eval_test: bool = True) -> TrainResult:
+                    log: Optional[Callable[[str], None]] = None, eval_test: bool = True,
+                    keep_best: bool = True) -> TrainResult:
     """Adam on the cross-entropy, BPTT per batch, over ``data`` (a SequenceDataset).
 
     Gradients are scaled to a global norm of at most ``clip_norm`` (None: off),
@@ -455,11 +457,15 @@ def train_recurrent(model: RecurrentModel, data, epochs: int = 5, lr: float = 3e
     ``step_hook(model, grads, adam, step)`` runs after each optimiser step:
     the place a rewiring engine plugs in (it may change model.masks and
     model.weights; it should call model.apply_masks()).
+    With ``keep_best`` the model ends with the weights and masks of the epoch
+    of best validation accuracy (the first such epoch), and the test set is
+    scored once, on that model.
     """
     rng = np.random.RandomState(int(seed))
     adam = Adam(model.spec.shapes(), lr=lr, dtype=model.dtype)
     history = []
     step = 0
+    best = None
     for epoch in range(int(epochs)):
         t0 = time.perf_counter()
         tf = tb = 0.0
@@ -487,11 +493,19 @@ def train_recurrent(model: RecurrentModel, data, epochs: int = 5, lr: float = 3e
                "val_acc": val, "rate": float(np.mean(rates)), "seconds": t_epoch,
                "t_forward": tf, "t_backward": tb}
         history.append(rec)
+        if keep_best and not math.isnan(val) and (best is None or val > best[0]):
+            best = (val, epoch + 1, {k: w.copy() for k, w in model.weights.items()},
+                    {k: m.copy() for k, m in model.masks.items()})
         if log is not None:
             log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} train {rec['train_acc']:.3f} "
                 f"val {val:.3f} rate {rec['rate']:.3f} {t_epoch:.1f}s "
                 f"(fwd {tf:.1f}s, bwd {tb:.1f}s)")
+    val_acc = history[-1]["val_acc"] if history else float("nan")
+    best_epoch = len(history)
+    if best is not None:
+        val_acc, best_epoch = best[0], best[1]
+        model.weights.update(best[2])
+        model.masks.update(best[3])
     test = evaluate(model, data.x_test, data.len_test, data.y_test) if eval_test else float("nan")
-    return TrainResult(model=model, history=history,
-                       val_accuracy=history[-1]["val_acc"] if history else float("nan"),
-                       test_accuracy=test)
+    return TrainResult(model=model, history=history, val_accuracy=val_acc,
+                       test_accuracy=test, best_epoch=best_epoch)
