@@ -248,14 +248,14 @@ class RecurrentModel:
         vo = np.zeros((B, C), dt)
         one = dt.type(1)
         spiking = spec.kind == "spiking"
+        # the input projection does not depend on the state: one product for all steps
+        ain = (xs[:-1].reshape(-1, spec.n_in) @ Win).reshape(T - 1, B, n) if T > 1 else None
         for t in range(T):
             if t:
-                a = xs[t - 1] @ Win
-                a += z[t - 1] @ Wrec
-                ao = z[t - 1] @ Wout
+                a = z[t - 1] @ Wrec
+                a += ain[t - 1]
             else:
                 a = np.zeros((B, n), dt)
-                ao = np.zeros((B, C), dt)
             u = au * u + a
             vh = av * v + u
             vhat[t] = vh
@@ -266,7 +266,12 @@ class RecurrentModel:
             else:
                 z[t] = np.tanh(vh)
                 v = vh
-            uo = aou * uo + ao
+        # the readout feeds nothing back: its input for all steps in one product
+        ao = np.zeros((T, B, C), dt)
+        if T > 1:
+            ao[1:] = (z[:-1].reshape(-1, n) @ Wout).reshape(T - 1, B, C)
+        for t in range(T):
+            uo = aou * uo + ao[t]
             vo = aov * vo + uo
             v_out[t] = vo
         return ForwardTrace(x=xs, vhat=vhat, z=z, v_out=v_out, last=L - 1)
@@ -312,22 +317,34 @@ class RecurrentModel:
         # readout: loss reads v_out at each sample's last step
         g_vo_at = np.zeros((T, B, spec.n_out), dt)
         g_vo_at[tr.last, np.arange(B)] = g_logits
-        gW = {k: np.zeros_like(self.weights[k]) for k in PROJECTIONS}
-        gu = np.zeros((B, n), dt)
-        gv = np.zeros((B, n), dt)          # dL/dv_t (post-reset), carried from t+1
+        # readout first: nothing flows back into it, so its gradients for all
+        # steps are known before the recurrent population's
+        guo_all = np.empty((T, B, spec.n_out), dt)
         guo = np.zeros((B, spec.n_out), dt)
         gvo = np.zeros((B, spec.n_out), dt)
-        gz = np.zeros((B, n), dt)          # dL/dz_t through the projections at t+1
-        spiking = spec.kind == "spiking"
-        one = dt.type(1)
         for t in range(T - 1, -1, -1):
-            # readout population at t
             gvo_hat = gvo + g_vo_at[t]
             guo = gvo_hat + aou * guo
             gvo = aov * gvo_hat
-            # recurrent population at t
+            guo_all[t] = guo
+        gW = {}
+        gz_out = np.zeros((T, B, n), dt)   # dL/dz_t through the readout at t + 1
+        if T > 1:
+            g1 = guo_all[1:].reshape(-1, spec.n_out)
+            gW["rec_out"] = tr.z[:-1].reshape(-1, n).T @ g1
+            gz_out[:-1] = (g1 @ Wout.T).reshape(T - 1, B, n)
+        else:
+            gW["rec_out"] = np.zeros_like(self.weights["rec_out"])
+        gu_all = np.empty((T, B, n), dt)
+        gu = np.zeros((B, n), dt)
+        gv = np.zeros((B, n), dt)          # dL/dv_t (post-reset), carried from t+1
+        gz = np.zeros((B, n), dt)          # dL/dz_t through rec_rec at t+1
+        spiking = spec.kind == "spiking"
+        one = dt.type(1)
+        for t in range(T - 1, -1, -1):
+            gz += gz_out[t]
             if g_rate is not None:
-                gz = gz + g_rate * valid[t][:, None]
+                gz += g_rate * valid[t][:, None]
             vh = tr.vhat[t]
             if spiking:
                 psi = gamma * np.maximum(dt.type(0), one - np.abs(vh - one))
@@ -336,15 +353,16 @@ class RecurrentModel:
                 gvh = gv + gz * (one - tr.z[t] * tr.z[t])
             gu = gvh + au * gu
             gv = av * gvh
-            if t == 0:
-                break
-            # projections delivering at t carry spikes of t - 1
-            zp = tr.z[t - 1]
-            gW["in_rec"] += tr.x[t - 1].T @ gu
-            gW["rec_rec"] += zp.T @ gu
-            gW["rec_out"] += zp.T @ guo
-            gz = gu @ Wrec.T
-            gz += guo @ Wout.T
+            gu_all[t] = gu
+            if t:
+                gz = gu @ Wrec.T           # projections delivering at t carry spikes of t - 1
+        if T > 1:
+            g1 = gu_all[1:].reshape(-1, n)
+            gW["in_rec"] = tr.x[:-1].reshape(-1, spec.n_in).T @ g1
+            gW["rec_rec"] = tr.z[:-1].reshape(-1, n).T @ g1
+        else:
+            gW["in_rec"] = np.zeros_like(self.weights["in_rec"])
+            gW["rec_rec"] = np.zeros_like(self.weights["rec_rec"])
         for k in PROJECTIONS:
             gW[k] *= self.masks[k]
         return gW, rate_n, reg
