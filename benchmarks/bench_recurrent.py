@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fashion", action="store_true", help="also time row-sequential Fashion-MNIST")
     ap.add_argument("--fashion-epochs", type=int, default=1)
     ap.add_argument("--fashion-batch", type=int, default=256)
+    ap.add_argument("--fashion-steps-per-frame", type=int, default=1,
+                    help="chip steps per image row; pixel levels 0..this (1: pixels binarised at 0.5)")
     args = ap.parse_args(argv)
 
     data = load_sequences("spoken-digits", args.data_dir, seed=args.seed)
@@ -86,11 +88,12 @@ def main(argv=None) -> int:
         except Exception as exc:  # noqa: BLE001 - report and go on: the data set is optional
             print(f"fashion-mnist-rows: skipped ({exc})")
             return 0
-        fenc = FrameEncoding(steps_per_frame=1, scale=1.0, signed=False)
+        S = args.fashion_steps_per_frame
+        fenc = FrameEncoding(steps_per_frame=S, scale=float(S), signed=False)
         res, total = run(fm, "spiking", args.n_rec, fenc, args.fashion_epochs, args.seed, 3e-3,
                          args.fashion_batch, (3.0, 1.0))
         h = res.history
-        print(f"fashion-mnist-rows: {len(fm.y_train)} train, 28 steps: "
+        print(f"fashion-mnist-rows: {len(fm.y_train)} train, 28 rows x {S} steps: "
               f"{np.mean([r['seconds'] for r in h]):.1f} s/epoch, val {100 * res.val_accuracy:.1f} %, "
               f"test {100 * res.test_accuracy:.1f} %; peak RSS {peak_rss_mb():.0f} MB")
     return 0
