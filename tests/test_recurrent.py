@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -546,4 +545,3 @@ def test_adam_keeps_dormant_connections_at_zero_with_fresh_moments():
 def test_errors_are_deepr_errors():
     for exc in (ConfigError, DataError):
         assert issubclass(exc, DeeprError) and issubclass(exc, ValueError)
-    assert zipfile  # noqa: imported for the hostile-file cases' exception family
