@@ -123,13 +123,12 @@ def cmd_train(args) -> int:
 
 
 def _train_locked(args) -> int:
-    from deepr_neuro.training.datasets import load_dataset
     from deepr_neuro.training.model_spec import check_model_fits_data, load_model_spec
     from deepr_neuro.hardware.profile import load_profile
     from deepr_neuro.hardware.report import core_report
     from deepr_neuro.store.bundle import load_bundle
     from deepr_neuro.store.rundir import Target
-    from deepr_neuro.training.trainer import TrainSettings, build_plan, train
+    from deepr_neuro.training.trainer import TrainSettings, build_plan, load_training_data, train
 
     profile = load_profile(args.profile)
     spec = load_model_spec(args.model)
@@ -143,8 +142,7 @@ def _train_locked(args) -> int:
     for note in target.notes:
         print(f"note: {out}: {note}", file=sys.stderr)
     build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
-    data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
-                        seed=settings.seed)
+    data = load_training_data(spec, settings, args.data_dir)
     check_model_fits_data(spec, data)  # before the run directory is touched
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")

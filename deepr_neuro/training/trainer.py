@@ -82,6 +82,10 @@ def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     """Map the model's layers onto the profile's cores with per-core budgets."""
     from deepr_neuro.training.model_spec import layer_budgets
 
+    if getattr(spec, "kind", None) == "recurrent":
+        from deepr_neuro.training.recurrent_trainer import build_recurrent_plan
+
+        return build_recurrent_plan(profile, spec, settings)
     connectivity = settings.connectivity
     if settings.method == "dense":
         if connectivity not in (None, 1.0):
@@ -330,6 +334,11 @@ class Trainer:
             raise bad("rewired_per_step", f"does not hold {epoch} epochs of per-step counts")
 
     # -- training ---------------------------------------------------------
+    def score(self, which: str) -> float:
+        """Accuracy on 'val' or 'test' with the current weights."""
+        x, y = (self.data.x_val, self.data.y_val) if which == "val" else (self.data.x_test, self.data.y_test)
+        return accuracy(x, y, self.deepr)
+
     def lr_at(self, epoch: int) -> float:
         s = self.settings
         lr = s.lr
@@ -518,6 +527,27 @@ def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
     return None
 
 
+def trainer_class(spec) -> type:
+    """Trainer for an MLP spec, RecurrentTrainer for a ``kind: recurrent`` one."""
+    if getattr(spec, "kind", None) == "recurrent":
+        from deepr_neuro.training.recurrent_trainer import RecurrentTrainer
+
+        return RecurrentTrainer
+    return Trainer
+
+
+def load_training_data(spec, settings: TrainSettings, data_dir: Optional[str] = None):
+    """The run's data set: an image data set for an MLP, a temporal one for a recurrent spec."""
+    if getattr(spec, "kind", None) == "recurrent":
+        from deepr_neuro.training.recurrent_trainer import load_recurrent_data
+
+        return load_recurrent_data(spec, settings, data_dir)
+    from deepr_neuro.training.datasets import load_dataset
+
+    return load_dataset(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
+                        seed=settings.seed)
+
+
 def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
           progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
           on_epoch: Optional[Callable[[Dict[str, Any], Any], None]] = None,
@@ -527,7 +557,7 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
     ``stop_after_epochs`` ends early after that many epochs *in this call*,
     leaving a checkpoint (used to test resumption as if the run was killed).
     """
-    trainer = Trainer(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
+    trainer = trainer_class(spec)(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
     out = Path(out_dir)
     if resume:
         trainer.load_checkpoint()
@@ -558,8 +588,8 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
         last = trainer.history[-1]
         for key in ("val_accuracy", "test_accuracy"):
             last[f"{key}_before_prune"] = last[key]
-        last["val_accuracy"] = accuracy(dataset.x_val, dataset.y_val, trainer.deepr)
-        last["test_accuracy"] = accuracy(dataset.x_test, dataset.y_test, trainer.deepr)
+        last["val_accuracy"] = trainer.score("val")
+        last["test_accuracy"] = trainer.score("test")
         last["active"] = [int(layer.n_active) for layer in trainer.deepr.layers]
     check_invariants(trainer.deepr, trainer.plan, settings.method)
     trainer.write_bundle()
