@@ -211,12 +211,12 @@ def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
 
 
 def _cell_objects(task: Dict[str, Any]):
-    from deepr_neuro.training.model_spec import ModelSpec
+    from deepr_neuro.training.model_spec import model_spec_from_dict
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.training.trainer import TrainSettings
 
     profile = HardwareProfile.from_dict(task["profile"], source=task["profile_path"])
-    spec = ModelSpec.from_dict(task["model"], source=task["model_path"]).with_overrides(
+    spec = model_spec_from_dict(task["model"], source=task["model_path"]).with_overrides(
         method=task["method"], seed=task["seed"])
     settings = TrainSettings.from_spec(spec, data_dir=task["data_dir"], connectivity=task["connectivity"],
                                        weight_bits=task["weight_bits"])
@@ -266,15 +266,13 @@ def run_cell(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
-    from deepr_neuro.training.datasets import load_dataset
-    from deepr_neuro.training.trainer import CHECKPOINT, train
+    from deepr_neuro.training.trainer import CHECKPOINT, load_training_data, train
 
     profile, spec, settings = _cell_objects(task)
     run_dir = Path(task["run_dir"])
     resumed_from = None
     if not (run_dir / MANIFEST).exists():
-        data = load_dataset(settings.dataset, data_dir=settings.data_dir, val_fraction=settings.val_fraction,
-                            seed=settings.seed)
+        data = load_training_data(spec, settings, settings.data_dir)
         resume = (run_dir / CHECKPOINT).exists()
         if resume:
             resumed_from = _checkpoint_epoch(run_dir / CHECKPOINT)
@@ -540,11 +538,11 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
 
 def _check_dataset(config: SweepConfig, spec, seeds: List[int]) -> None:
     """A missing data set is one clear error, not a failure in every cell."""
-    from deepr_neuro.training.datasets import load_dataset
     from deepr_neuro.training.model_spec import check_model_fits_data
+    from deepr_neuro.training.trainer import TrainSettings, load_training_data
 
-    s = spec.training
-    data = load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
+    settings = TrainSettings.from_spec(spec.with_overrides(seed=seeds[0]), data_dir=config.data_dir)
+    data = load_training_data(spec, settings, config.data_dir)
     check_model_fits_data(spec, data)  # one clear error, not one per cell
 
 

@@ -106,6 +106,8 @@ class RecurrentTrainer(Trainer):
                                     {k: np.zeros(s, dtype=bool) for k, s in shapes.items()})
         self._rescale_init()
         self._sync_model()
+        # called as after_step(trainer) after every training step (tests check the budgets there)
+        self.after_step = None
 
     # -- DeepR slots <-> the model's dense projections -----------------------------------
     def _rescale_init(self) -> None:
@@ -195,6 +197,8 @@ class RecurrentTrainer(Trainer):
                 t_grad += tb - ta
                 rewired += replaced
                 per_step[i] = sum(replaced)
+                if self.after_step is not None:
+                    self.after_step(self)
                 loss_sum += loss * len(idx)
                 acc_sum += info["accuracy"] * len(idx)
                 rate_sum += float(info["rate"].mean()) * len(idx)
