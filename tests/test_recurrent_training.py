@@ -19,9 +19,10 @@ from deepr_neuro.cli import main
 from deepr_neuro.errors import BudgetError, ConfigError
 from deepr_neuro.hardware.profile import load_profile
 from deepr_neuro.store.bundle import load_bundle
-from deepr_neuro.training.model_spec import ModelSpec, load_model_spec
-from deepr_neuro.training.recurrent_spec import RecurrentModelSpec, lif_params, projection_budgets
-from deepr_neuro.training.recurrent_trainer import RecurrentTrainer, load_recurrent_data
+from deepr_neuro.training.model_spec import ModelSpec
+from deepr_neuro.training.recurrent_spec import (RecurrentModelSpec, lif_params, load_any_model_spec,
+                                                 load_recurrent_data, projection_budgets)
+from deepr_neuro.training.recurrent_trainer import RecurrentTrainer
 from deepr_neuro.training.recurrent import LifParams
 from deepr_neuro.training.trainer import TrainSettings, check_invariants, train
 
@@ -122,8 +123,9 @@ def test_cli_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     prof = load_profile(TINY_PROFILE)
     s = TrainSettings.from_spec(spec)
     data = load_recurrent_data(spec, s)
-    train(prof, spec, s, data, tmp_path / "full", progress=False)
-    part = train(prof, spec, s, data, tmp_path / "part", progress=False, stop_after_epochs=1)
+    train(prof, spec, s, data, tmp_path / "full", progress=False, trainer_cls=RecurrentTrainer)
+    part = train(prof, spec, s, data, tmp_path / "part", progress=False, trainer_cls=RecurrentTrainer,
+                 stop_after_epochs=1)
     assert part.epoch == 1 and not (tmp_path / "part" / "manifest.json").exists()
     path = write_spec(tmp_path, {**TINY, "training": {**TINY["training"], "epochs": 3}})
     assert main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(tmp_path / "part"),
@@ -144,6 +146,7 @@ def test_resume_under_another_recurrent_spec_is_refused(tmp_path, capsys):
     spec = spec_of()
     s = TrainSettings.from_spec(spec)
     train(load_profile(TINY_PROFILE), spec, s, load_recurrent_data(spec, s), tmp_path / "r", progress=False,
+          trainer_cls=RecurrentTrainer,
           stop_after_epochs=1)
     other = write_spec(tmp_path, {**TINY, "recurrent": {**TINY["recurrent"], "neuron": {"du": 901, "dv": 250}}},
                        "other.yaml")
@@ -164,7 +167,8 @@ def test_every_method_trains_under_budgets(tmp_path, tiny_data, method):
     spec = spec_of(method=method, epochs=2, noise=1e-4 if "deepr" in method else 0.0,
                    alpha=1e-4 if "deepr" in method else 0.0)
     s = TrainSettings.from_spec(spec)
-    t = train(load_profile(TINY_PROFILE), spec, s, tiny_data, tmp_path / method, progress=False)
+    t = train(load_profile(TINY_PROFILE), spec, s, tiny_data, tmp_path / method, progress=False,
+              trainer_cls=RecurrentTrainer)
     check_invariants(t.deepr, t.plan, method)
     manifest, arrays = load_bundle(tmp_path / method)
     assert not np.any(arrays["proj/rec_rec/rows"] == arrays["proj/rec_rec/cols"])
@@ -223,7 +227,7 @@ def test_budgets_exact_after_every_step_and_never_a_self_connection(tmp_path_fac
 # ---------------------------------------------------------------- the spec
 def test_shipped_recurrent_specs_validate_and_map_over_several_cores():
     for name, n_rec_cores in (("spoken_digits_rsnn.yaml", 4), ("fmnist_rows_rsnn.yaml", 4)):
-        spec = load_model_spec(ROOT / "models" / name)
+        spec = load_any_model_spec(ROOT / "models" / name)
         assert isinstance(spec, RecurrentModelSpec)
         from deepr_neuro.training.trainer import build_plan
 
@@ -234,7 +238,7 @@ def test_shipped_recurrent_specs_validate_and_map_over_several_cores():
         for c in rec.cores:
             assert sum(c.budget_by_projection) == c.budget
     # the MLP specs are unchanged
-    assert isinstance(load_model_spec(ROOT / "models" / "digits_mlp.yaml"), ModelSpec)
+    assert isinstance(load_any_model_spec(ROOT / "models" / "digits_mlp.yaml"), ModelSpec)
 
 
 def test_time_constants_convert_exactly_as_lifparams_from_tau():
@@ -330,3 +334,22 @@ def test_sweep_and_plot_accept_a_recurrent_spec(tmp_path, capsys):
     assert all(len(r["rewired_per_epoch"]) == 1 for r in ok)
     assert main(["plot", str(out)]) == 0
     assert (out / "plots" / "rewiring.png").exists()
+
+
+def test_train_refuses_a_recurrent_spec_without_its_trainer(tmp_path, tiny_data):
+    spec = spec_of()
+    with pytest.raises(ConfigError, match="trainer_cls"):
+        train(load_profile(TINY_PROFILE), spec, TrainSettings.from_spec(spec), tiny_data, tmp_path / "r",
+              progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_qat_epochs_train_on_quantized_weights_and_keep_budgets(tmp_path, tiny_data):
+    spec = spec_of(epochs=2, qat_epochs=1)
+    t = train(load_profile(TINY_PROFILE), spec, TrainSettings.from_spec(spec), tiny_data, tmp_path / "q",
+              progress=False, trainer_cls=RecurrentTrainer)
+    assert [h["quantization_aware"] for h in t.history] == [False, True]
+    check_invariants(t.deepr, t.plan, "deepr")
+    t._sync_model(8)  # the QAT forward pass: at most 2**8 distinct levels per projection
+    for name in ("in_rec", "rec_rec", "rec_out"):
+        assert len(np.unique(t.model.weights[name])) <= 2 ** 8

@@ -278,22 +278,9 @@ class ModelSpec(BaseModel):
 
 
 def load_model_spec(path: str | Path) -> ModelSpec:
-    """Read and validate a model spec YAML file (``kind: recurrent``: a
-    :class:`~deepr_neuro.training.recurrent_spec.RecurrentModelSpec`)."""
+    """Read and validate a model spec YAML file."""
     data = read_yaml_mapping(path, "model spec")
-    return model_spec_from_dict(data, source=str(path))
-
-
-def model_spec_from_dict(data: dict, source: str = "<model spec>"):
-    """An MLP spec, or a recurrent one when the mapping says ``kind: recurrent``."""
-    if isinstance(data, dict) and "kind" in data:
-        if data["kind"] != "recurrent":
-            raise ConfigError(f"{source}: field 'kind': {echo(data['kind'])} is not a model kind; use "
-                              "'recurrent' (a recurrent spiking network) or leave 'kind' out (an MLP)")
-        from deepr_neuro.training.recurrent_spec import RecurrentModelSpec
-
-        return RecurrentModelSpec.from_dict(data, source=source)
-    return ModelSpec.from_dict(data, source=source)
+    return ModelSpec.from_dict(data, source=str(path))
 
 
 def model_spec_to_dict(spec: ModelSpec) -> dict:
@@ -450,10 +437,6 @@ def check_model_fits_data(spec: ModelSpec, data) -> None:
     set's features or whose output layer has fewer neurons than it has classes
     (a 784-input LeNet on 8x8 digits, 28x28 images into an 8x8 model): one
     ConfigError naming the model file, the field and the data set."""
-    if getattr(spec, "kind", None) == "recurrent":
-        from deepr_neuro.training.recurrent_trainer import check_recurrent_fits_data
-
-        return check_recurrent_fits_data(spec, data)
     shape = "x".join(str(d) for d in getattr(data, "image_shape", ()) or ())
     what = f"data set '{data.name}' ({data.n_features} features" + (f", {shape} images" if shape else "")
     if spec.input_size != data.n_features:

@@ -21,17 +21,23 @@ unless its ``scaled`` is true. ``--method dense`` trains every connection.
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.hardware.mapping import PopulationSpec, ProjectionSpec, TrainingGraph
-from deepr_neuro.hardware.yaml_io import FieldIssue, did_you_mean, echo, format_validation_error, validate_mapping
-from deepr_neuro.training.model_spec import MAX_NAME_CHARS, MAX_TEXT_CHARS, TrainingSpec
+from deepr_neuro.hardware.mapping import NetworkPlan, PopulationSpec, ProjectionSpec, TrainingGraph, plan_graph
+from deepr_neuro.hardware.yaml_io import (FieldIssue, did_you_mean, echo, format_validation_error,
+                                          read_yaml_mapping, validate_mapping)
+from deepr_neuro.training.model_spec import (MAX_NAME_CHARS, MAX_TEXT_CHARS, ModelSpec, TrainingSpec,
+                                             check_model_fits_data)
 
 __all__ = ["RecurrentModelSpec", "is_recurrent_spec", "SEQUENCE_FEATURES", "recurrent_graph",
-           "projection_budgets", "lif_params", "recurrent_core_spec"]
+           "projection_budgets", "lif_params", "recurrent_core_spec", "load_any_model_spec",
+           "any_model_spec_from_dict", "build_recurrent_plan", "load_recurrent_data", "check_recurrent_fits_data",
+           "check_fits_data", "load_training_data"]
 
 _CFG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -298,3 +304,91 @@ def recurrent_graph(spec: RecurrentModelSpec, budgets: Dict[str, int]) -> Traini
              ProjectionSpec("rec_rec", "rec", "rec", budgets["rec_rec"], allow_self=False),
              ProjectionSpec("rec_out", "rec", "out", budgets["rec_out"]))
     return TrainingGraph(pops, projs)
+
+
+# ---------------------------------------------------------------- either kind of spec
+def load_any_model_spec(path):
+    """Read and validate a model spec YAML file: an MLP (:class:`ModelSpec`), or a
+    :class:`RecurrentModelSpec` when the file says ``kind: recurrent``."""
+    data = read_yaml_mapping(path, "model spec")
+    return any_model_spec_from_dict(data, source=str(path))
+
+
+def any_model_spec_from_dict(data: dict, source: str = "<model spec>"):
+    """An MLP spec, or a recurrent one when the mapping says ``kind: recurrent``."""
+    if isinstance(data, dict) and "kind" in data:
+        if data["kind"] != "recurrent":
+            raise ConfigError(f"{source}: field 'kind': {echo(data['kind'])} is not a model kind; use "
+                              "'recurrent' (a recurrent spiking network) or leave 'kind' out (an MLP)")
+        return RecurrentModelSpec.from_dict(data, source=source)
+    return ModelSpec.from_dict(data, source=source)
+
+
+def load_training_data(spec, settings, data_dir: Optional[str] = None):
+    """The run's data set: an image data set for an MLP, a temporal one for a recurrent spec."""
+    if is_recurrent_spec(spec):
+        return load_recurrent_data(spec, settings, data_dir)
+    from deepr_neuro.training.datasets import load_dataset
+
+    return load_dataset(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
+                        seed=settings.seed)
+
+
+def check_fits_data(spec, data) -> None:
+    """check_model_fits_data for an MLP, check_recurrent_fits_data for a recurrent spec."""
+    if is_recurrent_spec(spec):
+        return check_recurrent_fits_data(spec, data)
+    return check_model_fits_data(spec, data)
+
+
+def build_recurrent_plan(profile, spec: RecurrentModelSpec, settings) -> NetworkPlan:
+    """Map input, rec and out onto the profile's cores; K_c over the union of projections into a core."""
+    connectivity = settings.connectivity
+    dense = settings.method == "dense"
+    if dense and connectivity not in (None, 1.0):
+        raise ConfigError(f"--method dense trains every connection: --connectivity must be 1.0 "
+                          f"(got {connectivity}); use fixed-sparse or deepr for a sparse network")
+    budgets = projection_budgets(spec, connectivity, dense=dense)
+    profile_name = Path(getattr(profile, "source", profile.name)).name
+
+    def capacity(n_neurons: int, n_in: int) -> int:
+        return profile.synapse_capacity(weight_bits=settings.weight_bits, sparse=True, n_neurons=n_neurons,
+                                        n_axons=min(n_in, profile.input_axons_per_core))
+
+    return plan_graph(recurrent_graph(spec, budgets), neurons_per_core=profile.neurons_per_core,
+                      cores=profile.cores, synapse_capacity=capacity, axon_limit=profile.input_axons_per_core,
+                      profile_name=profile_name)
+
+
+def load_recurrent_data(spec: RecurrentModelSpec, settings, data_dir: Optional[str] = None):
+    """The spec's temporal data set (never downloads), cut to ``max_samples`` a split if set."""
+    from deepr_neuro.training.datasets import _hash_arrays
+    from deepr_neuro.training.sequences import load_sequences
+
+    data = load_sequences(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
+                          seed=settings.seed)
+    n = spec.max_samples
+    if n is None:
+        return data
+    parts = {}
+    for which in ("train", "val", "test"):
+        x, L, y = data.part(which)
+        L = L[:n]
+        T = int(L.max()) if len(L) else 0
+        parts[f"x_{which}"], parts[f"len_{which}"], parts[f"y_{which}"] = x[:n, :T], L, y[:n]
+    order = [f"{a}_{k}" for k in ("train", "val", "test") for a in ("x", "len", "y")]
+    sha = _hash_arrays(f"{data.name} max_samples={n}", [(k, parts[k]) for k in order])
+    return dataclasses.replace(data, sha256=sha, split={**data.split, "max_samples": int(n)}, **parts)
+
+
+def check_recurrent_fits_data(spec: RecurrentModelSpec, data) -> None:
+    """The data's frame width and classes must be the spec's (ConfigError naming file and field)."""
+    if data.n_features != spec.n_features:
+        raise ConfigError(f"{spec.source}: field 'dataset': the model is built for {spec.n_features} features a "
+                          f"frame ({spec.dataset}) but data set '{data.name}' has {data.n_features}; use the "
+                          "matching --dataset")
+    if data.n_classes != spec.n_out:
+        raise ConfigError(f"{spec.source}: field 'dataset': the readout has {spec.n_out} neurons but data set "
+                          f"'{data.name}' has {data.n_classes} classes; use the matching --dataset")
+    if len(data.y_train) == 0:
+        raise ConfigError(f"{spec.source}: field 'max_samples': no training samples left; raise it")

@@ -32,67 +32,11 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from deepr_neuro.errors import ConfigError
-from deepr_neuro.hardware.mapping import NetworkPlan, plan_graph
-from deepr_neuro.training.recurrent import PROJECTIONS, RecurrentModel, encode_batch, evaluate, length_batches
-from deepr_neuro.training.recurrent_spec import (RecurrentModelSpec, projection_budgets, recurrent_core_spec,
-                                                 recurrent_graph)
+from deepr_neuro.training.recurrent import RecurrentModel, encode_batch, evaluate, length_batches
+from deepr_neuro.training.recurrent_spec import recurrent_core_spec
 from deepr_neuro.training.trainer import Trainer
 
-__all__ = ["build_recurrent_plan", "load_recurrent_data", "check_recurrent_fits_data", "RecurrentTrainer"]
-
-
-def build_recurrent_plan(profile, spec: RecurrentModelSpec, settings) -> NetworkPlan:
-    """Map input, rec and out onto the profile's cores; K_c over the union of projections into a core."""
-    connectivity = settings.connectivity
-    dense = settings.method == "dense"
-    if dense and connectivity not in (None, 1.0):
-        raise ConfigError(f"--method dense trains every connection: --connectivity must be 1.0 "
-                          f"(got {connectivity}); use fixed-sparse or deepr for a sparse network")
-    budgets = projection_budgets(spec, connectivity, dense=dense)
-    profile_name = Path(getattr(profile, "source", profile.name)).name
-
-    def capacity(n_neurons: int, n_in: int) -> int:
-        return profile.synapse_capacity(weight_bits=settings.weight_bits, sparse=True, n_neurons=n_neurons,
-                                        n_axons=min(n_in, profile.input_axons_per_core))
-
-    return plan_graph(recurrent_graph(spec, budgets), neurons_per_core=profile.neurons_per_core,
-                      cores=profile.cores, synapse_capacity=capacity, axon_limit=profile.input_axons_per_core,
-                      profile_name=profile_name)
-
-
-def load_recurrent_data(spec: RecurrentModelSpec, settings, data_dir: Optional[str] = None):
-    """The spec's temporal data set (never downloads), cut to ``max_samples`` a split if set."""
-    from deepr_neuro.training.datasets import _hash_arrays
-    from deepr_neuro.training.sequences import load_sequences
-
-    data = load_sequences(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
-                          seed=settings.seed)
-    n = spec.max_samples
-    if n is None:
-        return data
-    parts = {}
-    for which in ("train", "val", "test"):
-        x, L, y = data.part(which)
-        L = L[:n]
-        T = int(L.max()) if len(L) else 0
-        parts[f"x_{which}"], parts[f"len_{which}"], parts[f"y_{which}"] = x[:n, :T], L, y[:n]
-    order = [f"{a}_{k}" for k in ("train", "val", "test") for a in ("x", "len", "y")]
-    sha = _hash_arrays(f"{data.name} max_samples={n}", [(k, parts[k]) for k in order])
-    return dataclasses.replace(data, sha256=sha, split={**data.split, "max_samples": int(n)}, **parts)
-
-
-def check_recurrent_fits_data(spec: RecurrentModelSpec, data) -> None:
-    """The data's frame width and classes must be the spec's (ConfigError naming file and field)."""
-    if data.n_features != spec.n_features:
-        raise ConfigError(f"{spec.source}: field 'dataset': the model is built for {spec.n_features} features a "
-                          f"frame ({spec.dataset}) but data set '{data.name}' has {data.n_features}; use the "
-                          "matching --dataset")
-    if data.n_classes != spec.n_out:
-        raise ConfigError(f"{spec.source}: field 'dataset': the readout has {spec.n_out} neurons but data set "
-                          f"'{data.name}' has {data.n_classes} classes; use the matching --dataset")
-    if len(data.y_train) == 0:
-        raise ConfigError(f"{spec.source}: field 'max_samples': no training samples left; raise it")
+__all__ = ["RecurrentTrainer", "trainer_class"]
 
 
 class RecurrentTrainer(Trainer):
@@ -284,3 +228,9 @@ class RecurrentTrainer(Trainer):
 
         with _names_file(self.out_dir):
             save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+
+
+def trainer_class(spec) -> type:
+    """Trainer for an MLP spec, RecurrentTrainer for a ``kind: recurrent`` one (what
+    ``trainer.train(trainer_cls=...)`` is given by the CLI and the sweep)."""
+    return RecurrentTrainer if getattr(spec, "kind", None) == "recurrent" else Trainer

@@ -34,7 +34,8 @@ from deepr_neuro.store.bundle import _atomic_write, git_commit, save_bundle, wri
 from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
 from deepr_neuro.hardware.mapping import CorePlan, NetworkPlan, plan_graph
-from deepr_neuro.training.model_spec import TrainingSpec, check_model_fits_data, model_graph
+from deepr_neuro.training.model_spec import TrainingSpec, model_graph
+from deepr_neuro.training.recurrent_spec import check_fits_data
 from deepr_neuro.network.fixed_point import fake_quantize
 from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
@@ -83,7 +84,7 @@ def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     from deepr_neuro.training.model_spec import layer_budgets
 
     if getattr(spec, "kind", None) == "recurrent":
-        from deepr_neuro.training.recurrent_trainer import build_recurrent_plan
+        from deepr_neuro.training.recurrent_spec import build_recurrent_plan
 
         return build_recurrent_plan(profile, spec, settings)
     connectivity = settings.connectivity
@@ -159,7 +160,7 @@ class Trainer:
         self.profile, self.spec, self.settings, self.data = profile, spec, settings, dataset
         self.out_dir = Path(out_dir)
         self.profile_path, self.spec_path = profile_path, spec_path
-        check_model_fits_data(spec, dataset)  # a clear error before any mapping or training
+        check_fits_data(spec, dataset)  # a clear error before any mapping or training
         self.plan = build_plan(profile, spec, settings)
         self.init_rng = np.random.default_rng(settings.seed)
         self.data_rng = np.random.default_rng([settings.seed, 1])
@@ -527,37 +528,22 @@ def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
     return None
 
 
-def trainer_class(spec) -> type:
-    """Trainer for an MLP spec, RecurrentTrainer for a ``kind: recurrent`` one."""
-    if getattr(spec, "kind", None) == "recurrent":
-        from deepr_neuro.training.recurrent_trainer import RecurrentTrainer
-
-        return RecurrentTrainer
-    return Trainer
-
-
-def load_training_data(spec, settings: TrainSettings, data_dir: Optional[str] = None):
-    """The run's data set: an image data set for an MLP, a temporal one for a recurrent spec."""
-    if getattr(spec, "kind", None) == "recurrent":
-        from deepr_neuro.training.recurrent_trainer import load_recurrent_data
-
-        return load_recurrent_data(spec, settings, data_dir)
-    from deepr_neuro.training.datasets import load_dataset
-
-    return load_dataset(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
-                        seed=settings.seed)
-
-
 def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
           progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
           on_epoch: Optional[Callable[[Dict[str, Any], Any], None]] = None,
-          stop_after_epochs: Optional[int] = None) -> Trainer:
+          stop_after_epochs: Optional[int] = None, trainer_cls: Optional[type] = None) -> Trainer:
     """Train (or resume) one run and write its bundle. Returns the trainer.
 
     ``stop_after_epochs`` ends early after that many epochs *in this call*,
     leaving a checkpoint (used to test resumption as if the run was killed).
+    ``trainer_cls``: the Trainer subclass (recurrent_trainer.trainer_class(spec)); default Trainer.
     """
-    trainer = trainer_class(spec)(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
+    if trainer_cls is None:
+        if getattr(spec, "kind", None) == "recurrent":
+            raise ConfigError("a recurrent spec trains with trainer_cls=recurrent_trainer.RecurrentTrainer "
+                              "(recurrent_trainer.trainer_class(spec) picks it)")
+        trainer_cls = Trainer
+    trainer = trainer_cls(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
     out = Path(out_dir)
     if resume:
         trainer.load_checkpoint()
