@@ -353,3 +353,34 @@ def test_qat_epochs_train_on_quantized_weights_and_keep_budgets(tmp_path, tiny_d
     t._sync_model(8)  # the QAT forward pass: at most 2**8 distinct levels per projection
     for name in ("in_rec", "rec_rec", "rec_out"):
         assert len(np.unique(t.model.weights[name])) <= 2 ** 8
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """A real process killed at an arbitrary point after its first checkpoint; --resume ends bit-identical."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = {**TINY, "training": {**TINY["training"], "epochs": 30}}
+    path = write_spec(tmp_path, data)
+    cmd = [sys.executable, "-m", "deepr_neuro.cli", "train", "--profile", TINY_PROFILE, "--model", path,
+           "--no-progress"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (killed / "checkpoint.npz").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert (killed / "checkpoint.npz").exists()
+    assert subprocess.run(cmd + ["--out", str(killed), "--resume"], capture_output=True).returncode == 0
+    assert main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(tmp_path / "full"),
+                 "--no-progress"]) == 0
+    _, a = load_bundle(tmp_path / "full")
+    _, b = load_bundle(killed)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
