@@ -226,7 +226,8 @@ def test_budgets_exact_after_every_step_and_never_a_self_connection(tmp_path_fac
 
 # ---------------------------------------------------------------- the spec
 def test_shipped_recurrent_specs_validate_and_map_over_several_cores():
-    for name, n_rec_cores in (("spoken_digits_rsnn.yaml", 4), ("fmnist_rows_rsnn.yaml", 4)):
+    for name, n_rec_cores in (("spoken_digits_rsnn.yaml", 4), ("fmnist_rows_rsnn.yaml", 4),
+                              ("spoken_digits_rate_reference.yaml", 4)):
         spec = load_any_model_spec(ROOT / "models" / name)
         assert isinstance(spec, RecurrentModelSpec)
         from deepr_neuro.training.trainer import build_plan
