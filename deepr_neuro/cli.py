@@ -123,8 +123,8 @@ def cmd_train(args) -> int:
 
 
 def _train_locked(args) -> int:
-    from deepr_neuro.training.datasets import load_dataset
-    from deepr_neuro.training.model_spec import check_model_fits_data, load_model_spec
+    from deepr_neuro.training.recurrent_spec import check_fits_data, load_any_model_spec, load_training_data
+    from deepr_neuro.training.recurrent_trainer import trainer_class
     from deepr_neuro.hardware.profile import load_profile
     from deepr_neuro.hardware.report import core_report
     from deepr_neuro.store.bundle import load_bundle
@@ -132,7 +132,7 @@ def _train_locked(args) -> int:
     from deepr_neuro.training.trainer import TrainSettings, build_plan, train
 
     profile = load_profile(args.profile)
-    spec = load_model_spec(args.model)
+    spec = load_any_model_spec(args.model)
     spec = spec.with_overrides(**_spec_overrides(args))
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
@@ -143,9 +143,8 @@ def _train_locked(args) -> int:
     for note in target.notes:
         print(f"note: {out}: {note}", file=sys.stderr)
     build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
-    data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
-                        seed=settings.seed)
-    check_model_fits_data(spec, data)  # before the run directory is touched
+    data = load_training_data(spec, settings, args.data_dir)
+    check_fits_data(spec, data)  # before the run directory is touched
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 
@@ -160,7 +159,8 @@ def _train_locked(args) -> int:
     work = target.begin()  # out itself, or a sibling .NAME.new-PID while replacing an old run
     try:
         trainer = train(profile, spec, settings, data, work, resume=args.resume, progress=not args.no_progress,
-                        profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+                        profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch,
+                        trainer_cls=trainer_class(spec))
     except BaseException:
         target.abort()  # the old run stays as it was
         raise

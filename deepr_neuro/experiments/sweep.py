@@ -149,11 +149,11 @@ class SweepConfig:
 
     def load(self):
         """(profile, spec with overrides) read from disk."""
-        from deepr_neuro.training.model_spec import load_model_spec
+        from deepr_neuro.training.recurrent_spec import load_any_model_spec
         from deepr_neuro.hardware.profile import load_profile
 
         profile = load_profile(self.profile_path)
-        spec = load_model_spec(self.model_path).with_overrides(**self.overrides)
+        spec = load_any_model_spec(self.model_path).with_overrides(**self.overrides)
         return profile, spec
 
     def seed_list(self, spec) -> List[int]:
@@ -211,12 +211,12 @@ def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
 
 
 def _cell_objects(task: Dict[str, Any]):
-    from deepr_neuro.training.model_spec import ModelSpec
+    from deepr_neuro.training.recurrent_spec import any_model_spec_from_dict
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.training.trainer import TrainSettings
 
     profile = HardwareProfile.from_dict(task["profile"], source=task["profile_path"])
-    spec = ModelSpec.from_dict(task["model"], source=task["model_path"]).with_overrides(
+    spec = any_model_spec_from_dict(task["model"], source=task["model_path"]).with_overrides(
         method=task["method"], seed=task["seed"])
     settings = TrainSettings.from_spec(spec, data_dir=task["data_dir"], connectivity=task["connectivity"],
                                        weight_bits=task["weight_bits"])
@@ -266,15 +266,15 @@ def run_cell(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
-    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.recurrent_spec import load_training_data
+    from deepr_neuro.training.recurrent_trainer import trainer_class
     from deepr_neuro.training.trainer import CHECKPOINT, train
 
     profile, spec, settings = _cell_objects(task)
     run_dir = Path(task["run_dir"])
     resumed_from = None
     if not (run_dir / MANIFEST).exists():
-        data = load_dataset(settings.dataset, data_dir=settings.data_dir, val_fraction=settings.val_fraction,
-                            seed=settings.seed)
+        data = load_training_data(spec, settings, settings.data_dir)
         resume = (run_dir / CHECKPOINT).exists()
         if resume:
             resumed_from = _checkpoint_epoch(run_dir / CHECKPOINT)
@@ -282,7 +282,7 @@ def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
             shutil.rmtree(run_dir)  # started, killed before its first checkpoint: start over
         try:
             train(profile, spec, settings, data, run_dir, resume=resume, progress=False,
-                  profile_path=task["profile_path"], spec_path=task["model_path"])
+                  profile_path=task["profile_path"], spec_path=task["model_path"], trainer_cls=trainer_class(spec))
         except (ConfigError, BundleError):
             if not resume:
                 raise
@@ -290,7 +290,7 @@ def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
             shutil.rmtree(run_dir)
             resumed_from = None
             train(profile, spec, settings, data, run_dir, progress=False,
-                  profile_path=task["profile_path"], spec_path=task["model_path"])
+                  profile_path=task["profile_path"], spec_path=task["model_path"], trainer_cls=trainer_class(spec))
     else:
         resumed_from = "bundle"
     return result_from_run(task, run_dir, resumed_from)
@@ -540,12 +540,12 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
 
 def _check_dataset(config: SweepConfig, spec, seeds: List[int]) -> None:
     """A missing data set is one clear error, not a failure in every cell."""
-    from deepr_neuro.training.datasets import load_dataset
-    from deepr_neuro.training.model_spec import check_model_fits_data
+    from deepr_neuro.training.recurrent_spec import check_fits_data, load_training_data
+    from deepr_neuro.training.trainer import TrainSettings
 
-    s = spec.training
-    data = load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
-    check_model_fits_data(spec, data)  # one clear error, not one per cell
+    settings = TrainSettings.from_spec(spec.with_overrides(seed=seeds[0]), data_dir=config.data_dir)
+    data = load_training_data(spec, settings, config.data_dir)
+    check_fits_data(spec, data)  # one clear error, not one per cell
 
 
 def _run_sweep_in(config: SweepConfig, profile, spec, seeds: List[int], cells: List[Cell], *,

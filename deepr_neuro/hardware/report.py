@@ -25,6 +25,9 @@ class CoreUse:
     axon_limit: int
     memory_bits: int
     memory_limit_bits: int
+    # synapses / budget K_c share of each projection into the core, when several
+    # projections share it (a recurrent population: in_rec and rec_rec); empty otherwise
+    by_projection: Dict[str, List[int]] = field(default_factory=dict)
 
     @property
     def problems(self) -> List[str]:
@@ -67,7 +70,8 @@ class ReportResult:
         return {"profile": self.profile_name, "fits": self.fits, "cores_used": self.cores_used,
                 "chip_cores": self.chip_cores, "weight_bits": self.weight_bits,
                 "problems": self.problems,
-                "cores": [dict(vars(c), fits=not c.problems) for c in self.cores]}
+                "cores": [dict({k: v for k, v in vars(c).items() if k != "by_projection" or v},
+                               fits=not c.problems) for c in self.cores]}
 
     def to_table(self) -> str:
         head = (f"{'core':>5} {'layer':<8} {'neurons':>12} {'synapses':>9} {'budget':>7} {'capacity':>8} "
@@ -78,6 +82,13 @@ class ReportResult:
             lines.append(f"{c.core:>5} {c.layer:<8} {f'{c.neurons}/{c.neuron_limit}':>12} {c.synapses:>9} "
                          f"{c.budget:>7} {c.capacity:>8} {f'{c.axons}/{c.axon_limit}':>11} {mem:>21}  "
                          f"{'yes' if not c.problems else 'NO'}")
+        shared = [c for c in self.cores if c.by_projection]
+        if shared:
+            lines.append("synapses now / initial share of K_c, per projection into a shared core (DEEP R moves "
+                         "connections between them; K_c holds over their union):")
+            for c in shared:
+                lines.append(f"{c.core:>5} {c.layer:<8} " + "  ".join(
+                    f"{q} {n}/{k if k is not None else '-'}" for q, (n, k) in c.by_projection.items()))
         total_syn = sum(c.synapses for c in self.cores)
         lines.append(f"cores used: {self.cores_used} of {self.chip_cores}; synapses: {total_syn}; "
                      f"weights: {self.weight_bits}-bit; profile: {self.profile_name}")
@@ -144,9 +155,13 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
         for c in p["cores"]:
             n_neurons = c["stop"] - c["start"]
             synapses, axons, lbs = 0, [], []
-            for post_core, axon, lb in srcs:
+            by_projection = {}
+            shares = c.get("budget_by_projection") if isinstance(c.get("budget_by_projection"), dict) else {}
+            for q, (post_core, axon, lb) in zip(incoming, srcs):
                 on = post_core == c["core"]
                 synapses += int(on.sum())
+                if len(incoming) > 1:
+                    by_projection[q["name"]] = [int(on.sum()), shares.get(q["name"])]
                 axons.append(axon[on])
                 lbs.append(lb)
             per_axon = np.bincount(np.concatenate(axons) if axons else np.zeros(0, np.int64),
@@ -160,5 +175,5 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
                 n_axons=min(max(n_axons_all, 1), profile.input_axons_per_core))
             result.cores.append(CoreUse(
                 c["core"], name, n_neurons, profile.neurons_per_core, synapses, c["budget"],
-                capacity, int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit))
+                capacity, int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit, by_projection))
     return result

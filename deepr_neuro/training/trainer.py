@@ -34,7 +34,8 @@ from deepr_neuro.store.bundle import _atomic_write, git_commit, save_bundle, wri
 from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
 from deepr_neuro.hardware.mapping import CorePlan, NetworkPlan, plan_graph
-from deepr_neuro.training.model_spec import TrainingSpec, check_model_fits_data, model_graph
+from deepr_neuro.training.model_spec import TrainingSpec, model_graph
+from deepr_neuro.training.recurrent_spec import check_fits_data
 from deepr_neuro.network.fixed_point import fake_quantize
 from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
@@ -82,6 +83,10 @@ def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     """Map the model's layers onto the profile's cores with per-core budgets."""
     from deepr_neuro.training.model_spec import layer_budgets
 
+    if getattr(spec, "kind", None) == "recurrent":
+        from deepr_neuro.training.recurrent_spec import build_recurrent_plan
+
+        return build_recurrent_plan(profile, spec, settings)
     connectivity = settings.connectivity
     if settings.method == "dense":
         if connectivity not in (None, 1.0):
@@ -155,7 +160,7 @@ class Trainer:
         self.profile, self.spec, self.settings, self.data = profile, spec, settings, dataset
         self.out_dir = Path(out_dir)
         self.profile_path, self.spec_path = profile_path, spec_path
-        check_model_fits_data(spec, dataset)  # a clear error before any mapping or training
+        check_fits_data(spec, dataset)  # a clear error before any mapping or training
         self.plan = build_plan(profile, spec, settings)
         self.init_rng = np.random.default_rng(settings.seed)
         self.data_rng = np.random.default_rng([settings.seed, 1])
@@ -330,6 +335,11 @@ class Trainer:
             raise bad("rewired_per_step", f"does not hold {epoch} epochs of per-step counts")
 
     # -- training ---------------------------------------------------------
+    def score(self, which: str) -> float:
+        """Accuracy on 'val' or 'test' with the current weights."""
+        x, y = (self.data.x_val, self.data.y_val) if which == "val" else (self.data.x_test, self.data.y_test)
+        return accuracy(x, y, self.deepr)
+
     def lr_at(self, epoch: int) -> float:
         s = self.settings
         lr = s.lr
@@ -521,13 +531,19 @@ def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
 def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: bool = False,
           progress: bool = True, profile_path: Optional[str] = None, spec_path: Optional[str] = None,
           on_epoch: Optional[Callable[[Dict[str, Any], Any], None]] = None,
-          stop_after_epochs: Optional[int] = None) -> Trainer:
+          stop_after_epochs: Optional[int] = None, trainer_cls: Optional[type] = None) -> Trainer:
     """Train (or resume) one run and write its bundle. Returns the trainer.
 
     ``stop_after_epochs`` ends early after that many epochs *in this call*,
     leaving a checkpoint (used to test resumption as if the run was killed).
+    ``trainer_cls``: the Trainer subclass (recurrent_trainer.trainer_class(spec)); default Trainer.
     """
-    trainer = Trainer(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
+    if trainer_cls is None:
+        if getattr(spec, "kind", None) == "recurrent":
+            raise ConfigError("a recurrent spec trains with trainer_cls=recurrent_trainer.RecurrentTrainer "
+                              "(recurrent_trainer.trainer_class(spec) picks it)")
+        trainer_cls = Trainer
+    trainer = trainer_cls(profile, spec, settings, dataset, out_dir, profile_path, spec_path)
     out = Path(out_dir)
     if resume:
         trainer.load_checkpoint()
@@ -558,8 +574,8 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
         last = trainer.history[-1]
         for key in ("val_accuracy", "test_accuracy"):
             last[f"{key}_before_prune"] = last[key]
-        last["val_accuracy"] = accuracy(dataset.x_val, dataset.y_val, trainer.deepr)
-        last["test_accuracy"] = accuracy(dataset.x_test, dataset.y_test, trainer.deepr)
+        last["val_accuracy"] = trainer.score("val")
+        last["test_accuracy"] = trainer.score("test")
         last["active"] = [int(layer.n_active) for layer in trainer.deepr.layers]
     check_invariants(trainer.deepr, trainer.plan, settings.method)
     trainer.write_bundle()
