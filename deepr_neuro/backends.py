@@ -3,7 +3,10 @@
 Backends are registered explicitly (no folder scanning): ``emulator`` (NumPy,
 bit-exact, fast), ``lava`` (Lava's fixed_pt simulator) and ``brian2``
 (integer-exact Brian2 model; ``brian2-float`` is the continuous-time reading).
-Lava / Brian2 are imported only when their backend is created.
+Lava / Brian2 are imported only when their backend is created. Lava is
+optional (lava-nc 0.10.0 needs numpy <2, so it is absent on Python 3.13+):
+:func:`unavailable_reason` says why a backend cannot be created here, and
+``get_backend("lava")`` raises that as a :class:`BackendError`.
 
 Every backend's ``run`` follows the semantics in
 :mod:`deepr_neuro.integer_network`: each sample starts from zero state and
@@ -11,6 +14,7 @@ runs ``steps`` steps.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -66,8 +70,26 @@ def available() -> List[str]:
 def get_backend(name: str) -> Backend:
     if name not in _REGISTRY:
         raise BackendError(
-            f"unknown backend {name!r}; choose one of: {', '.join(available())}")
+            f"unknown backend {str(name)[:100]!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]()
+
+
+@functools.lru_cache(maxsize=None)
+def lava_unavailable_reason() -> Optional[str]:
+    """None when Lava imports in this interpreter, else why not and the fix (cached)."""
+    from deepr_neuro.lava_backend import _import_lava
+    try:
+        _import_lava()
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
+def unavailable_reason(name: str) -> Optional[str]:
+    """Why backend ``name`` cannot run here (None if it can, or is unknown)."""
+    if name == "lava":
+        return lava_unavailable_reason()
+    return None
 
 
 def _emulator() -> Backend:
@@ -76,6 +98,9 @@ def _emulator() -> Backend:
 
 
 def _lava() -> Backend:
+    reason = lava_unavailable_reason()
+    if reason is not None:
+        raise BackendError(reason)
     from deepr_neuro.lava_backend import LavaBackend
     return LavaBackend()
 

@@ -156,14 +156,14 @@ def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int
 def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None,
                    backends: Optional[List[str]] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Emulator vs Lava vs Brian2 (integer and float) on the same test samples."""
-    from deepr_neuro.crosscheck import DEFAULT_BACKENDS, crosscheck
+    from deepr_neuro.crosscheck import crosscheck
 
     run_dir = Path(run_dir)
     manifest, _, net = load_integer_network(run_dir)
     data = run_dataset(manifest)
     steps = int(steps or manifest["snn"].get("steps_per_sample", DEFAULT_STEPS))
     n = min(int(samples), len(data.y_test))
-    report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or DEFAULT_BACKENDS)
+    report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or None)
     if as_json:
         return json.dumps(report.to_json(), indent=2), report.integer_backends_agree
     return report.to_table(), report.integer_backends_agree
