@@ -49,7 +49,8 @@ def absent_message(exc: BaseException) -> str:
         why = (f"; lava-nc 0.10.0 needs numpy <2, this environment has numpy {np.__version__}"
                + (" (numpy 1.x has no wheels for Python 3.13+)" if sys.version_info >= (3, 13) else ""))
         fix = ("make an environment with Python 3.10-3.12 for Lava, e.g. "
-               "`PYTHON=python3.11 bash scripts/setup.sh`")
+               "`PYTHON=python3.11 bash scripts/setup.sh`, or build numpy 1.26.4 from source "
+               "with `NUMPY1_FROM_SOURCE=1 bash scripts/setup.sh`")
     else:
         why = ""
         fix = ("run `bash scripts/setup.sh` with this Python (it installs lava-nc 0.10.0 with "

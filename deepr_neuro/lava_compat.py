@@ -13,9 +13,10 @@ would be bypassed by that cached bytecode.
 
 Call :func:`install` (idempotent) before the first ``import lava``; every
 deepr-neuro module that uses Lava does so. On Python 3.10 it is a no-op. The
-same patch is all Python 3.12 needs; Python 3.13 has no numpy 1.x wheels, so
-lava-nc (numpy <2) is not installed there (see :func:`selfcheck`, which
-scripts/setup.sh runs before it keeps Lava in an environment).
+same patch is all Python 3.12 and 3.13 need (checked with numpy 1.26.4; 3.13
+has no numpy 1.x wheels, so lava-nc, which needs numpy <2, is only installed
+there when numpy is built from source). scripts/setup.sh keeps Lava in an
+environment only when :func:`selfcheck` passes.
 """
 from __future__ import annotations
 

@@ -10,7 +10,10 @@
 # are relative to the repository), e.g. VENV=.venv-3.13 for a second one.
 # Lava (lava-nc 0.10.0 needs numpy <2): installed only where numpy 1.x is
 # installed (Python 3.10-3.12) and a two-layer fixed_pt run passes; otherwise
-# the venv has no Lava and setup says so in one line.
+# the venv has no Lava and setup says so in one line. Python 3.13+ has only
+# numpy 2 wheels; NUMPY1_FROM_SOURCE=1 builds numpy 1.26.4 from source there
+# (about 8 minutes on 2 cores, needs a C compiler; not a combination numpy
+# supports) so that Lava can run too.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -49,22 +52,36 @@ if [ -x "$vpy" ] && [ "$(pyver "$vpy" || true)" != "$want_ver" ]; then
 fi
 
 stamp="$venv/.deepr-neuro-setup"
-want="$( (cat setup.cfg constraints.txt pyproject.toml scripts/setup.sh; echo "$want_ver") | sha256sum | cut -d' ' -f1)"
+numpy1_src=""
+if [ "${NUMPY1_FROM_SOURCE:-}" = 1 ] && "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else 1)'; then
+  numpy1_src=1
+fi
+want="$( (cat setup.cfg constraints.txt pyproject.toml scripts/setup.sh; echo "$want_ver $numpy1_src") | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/deepr-neuro" ]; then
   exit 0
 fi
 echo "setup: creating/updating $venv with Python $want_ver (about a minute the first time)"
 [ -x "$vpy" ] || "$PY" -m venv "$venv"
 pip=("$vpy" -m pip --disable-pip-version-check -q)
+cons=constraints.txt
+if [ -n "$numpy1_src" ]; then
+  cons="$venv/constraints-numpy1.txt"
+  { grep -v '^numpy==' constraints.txt; echo "numpy==1.26.4"; } > "$cons"
+  echo "setup: NUMPY1_FROM_SOURCE=1: building numpy 1.26.4 from source for Python $want_ver (several minutes)"
+  if ! "${pip[@]}" install -c "$cons" --no-binary numpy numpy==1.26.4; then
+    echo "setup: numpy 1.26.4 did not build; continuing with numpy 2 (no Lava)"
+    cons=constraints.txt
+  fi
+fi
 # 1. Everything but lava-nc, resolved normally against the pins (constraints.txt
 #    picks numpy 1.26.4 on Python <3.13 and numpy 2.x on 3.13+).
-"${pip[@]}" install -c constraints.txt -e ".[test]"
+"${pip[@]}" install -c "$cons" -e ".[test]"
 # 2. lava-nc alone: its metadata says Python <3.11 and numpy <2; the code runs on
 #    3.10-3.12 with deepr_neuro.lava_compat. --ignore-requires-python must not
 #    reach step 1, or pip would pick releases of other packages for newer Pythons.
 if "$vpy" -c 'import sys, numpy; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else 1)'; then
   why=""
-  if ! "${pip[@]}" install -c constraints.txt --no-deps --ignore-requires-python lava-nc; then
+  if ! "${pip[@]}" install -c "$cons" --no-deps --ignore-requires-python lava-nc; then
     why="pip could not install lava-nc 0.10.0"
   else
     out="$(timeout 300 "$vpy" -c 'from deepr_neuro.lava_compat import selfcheck
@@ -84,7 +101,7 @@ r = selfcheck(); print("lava-check: " + (r or "ok"))' 2>&1 || true)"
   fi
 else
   "${pip[@]}" uninstall -y lava-nc >/dev/null 2>&1 || true
-  echo "setup: continuing WITHOUT Lava on Python $want_ver (lava-nc 0.10.0 needs numpy <2, which has no wheels for it; use Python 3.10-3.12 for the lava backend); every other backend works"
+  echo "setup: continuing WITHOUT Lava on Python $want_ver (lava-nc 0.10.0 needs numpy <2, which has no wheels for it; for the lava backend use Python 3.10-3.12, or NUMPY1_FROM_SOURCE=1 to build numpy 1.26.4 here); every other backend works"
 fi
 "$vpy" -m pip check
 echo "$want" > "$stamp"
