@@ -18,9 +18,16 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-pyver() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
-supported() {  # runs, and is Python 3.10 or newer
-  "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 10) else 1)' >/dev/null 2>&1
+pyver() {  # "3.11" for a working Python interpreter, nothing (and status 1) otherwise
+  local out
+  out="$("$1" -c 'import sys; print("deepr-pyver %d.%d" % sys.version_info[:2])' 2>/dev/null)" || return 1
+  out="$(printf '%s\n' "$out" | sed -n 's/^deepr-pyver \([0-9]*\.[0-9]*\)$/\1/p' | head -n 1)"
+  [ -n "$out" ] && echo "$out"
+}
+supported() {  # runs as Python, and is 3.10 or newer
+  local v
+  v="$(pyver "$1")" || return 1
+  [ "${v%%.*}" -eq 3 ] && [ "${v#*.}" -ge 10 ]
 }
 
 venv="${VENV:-.venv}"
@@ -32,8 +39,11 @@ if [ -n "$PY" ]; then
   if ! command -v "$PY" >/dev/null 2>&1; then
     echo "setup: PYTHON=$PY: no such interpreter; set PYTHON to a Python 3.10-3.13 executable" >&2; exit 1
   fi
+  if ! ver="$(pyver "$PY")" || [ -z "$ver" ]; then
+    echo "setup: PYTHON=$PY does not run as a Python interpreter; set PYTHON to a Python 3.10-3.13 executable" >&2; exit 1
+  fi
   if ! supported "$PY"; then
-    echo "setup: PYTHON=$PY is Python $(pyver "$PY" || echo '?'), deepr-neuro needs 3.10 or newer (3.11 recommended)" >&2; exit 1
+    echo "setup: PYTHON=$PY is Python $ver, deepr-neuro needs 3.10 or newer (3.11 recommended)" >&2; exit 1
   fi
 elif [ -x "$vpy" ] && supported "$vpy"; then
   PY="$vpy"  # keep the venv's interpreter (made earlier, maybe with PYTHON=...)

@@ -196,7 +196,9 @@ def test_lava_missing_on_a_numpy_1_python_points_to_setup(probe, expect):
     ("/nonexistent/python3", "no such interpreter"),
     ("/root/.pyenv/versions/3.9.18/bin/python", "is Python 3.9, deepr-neuro needs 3.10 or newer"),
     ("/root/.pyenv/versions/2.7.18/bin/python", "needs 3.10 or newer"),
-    ("/bin/false", "needs 3.10 or newer"),
+    ("/bin/false", "does not run as a Python interpreter"),
+    ("/bin/echo", "does not run as a Python interpreter"),
+    ("/root/.pyenv/versions/3.13.0/bin/pydoc3", "does not run as a Python interpreter"),
 ])
 def test_setup_refuses_an_unsuitable_python_before_touching_a_venv(tmp_path, python, says):
     if python.startswith("/root/.pyenv") and not Path(python).exists():
