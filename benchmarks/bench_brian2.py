@@ -29,10 +29,10 @@ import time
 
 import numpy as np
 
-from deepr_neuro.brian2_backend import Brian2Backend
-from deepr_neuro.crosscheck import count_correlation
-from deepr_neuro.emulator import EmulatorBackend
-from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.simulate.brian2_backend import Brian2Backend
+from deepr_neuro.simulate.crosscheck import count_correlation
+from deepr_neuro.simulate.emulator import EmulatorBackend
+from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
 
 # The same random LeNet-sized network and inputs as the emulator-vs-Lava benchmark.
 from bench_emulator_vs_lava import load_inputs, random_network  # noqa: E402

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from deepr_neuro.emulator import EmulatorBackend, synops
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+from deepr_neuro.simulate.emulator import EmulatorBackend, synops
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -79,7 +79,7 @@ def main() -> None:
 
     n = args.lava_samples
     if n > 0:
-        from deepr_neuro.lava_backend import LavaBackend
+        from deepr_neuro.simulate.lava_backend import LavaBackend
         t0 = time.perf_counter()
         LavaBackend().run(net, x[:1], args.steps)
         t_one = time.perf_counter() - t0

@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepr_neuro.datasets import load_dataset  # noqa: E402
-from deepr_neuro.model_spec import load_model_spec  # noqa: E402
-from deepr_neuro.profile import load_profile  # noqa: E402
-from deepr_neuro.train import TrainSettings, check_invariants, train  # noqa: E402
+from deepr_neuro.training.datasets import load_dataset  # noqa: E402
+from deepr_neuro.training.model_spec import load_model_spec  # noqa: E402
+from deepr_neuro.hardware.profile import load_profile  # noqa: E402
+from deepr_neuro.training.trainer import TrainSettings, check_invariants, train  # noqa: E402
 
 
 def main():

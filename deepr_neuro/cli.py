@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from deepr_neuro import __version__
-from deepr_neuro.errors import DeeprError
+from deepr_neuro.errors import ConfigError, DeeprError
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -48,12 +47,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "(0.0133 = the paper's LeNet budgets, 1.0 = dense)")
     p.add_argument("--weight-bits", type=int, help="weight width for the memory budget (default: profile's)")
     p.add_argument("--resume", action="store_true", help="continue the run directory's last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory once the new run is complete "
+                        "(only a deepr-neuro run is ever replaced)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_profiles(args) -> int:
-    from deepr_neuro.profile import list_profiles, load_profile
+    from deepr_neuro.hardware.profile import list_profiles, load_profile
 
     paths = list_profiles(args.dir)
     if not paths:
@@ -74,12 +75,25 @@ def cmd_profiles(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.model_spec import load_model_spec
-    from deepr_neuro.profile import load_profile
-    from deepr_neuro.report import core_report
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.train import TrainSettings, build_plan, train
+    """Train under the run directory's lock (see rundir.py: a second process refuses at once)."""
+    from deepr_neuro.store.rundir import DirLock, check_out_path
+
+    check_out_path(Path(args.out))
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: continue the run (--resume) or replace it "
+                          "(--overwrite), not both")
+    with DirLock(Path(args.out), what="run"):
+        return _train_locked(args)
+
+
+def _train_locked(args) -> int:
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.model_spec import check_model_fits_data, load_model_spec
+    from deepr_neuro.hardware.profile import load_profile
+    from deepr_neuro.hardware.report import core_report
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.store.rundir import Target
+    from deepr_neuro.training.trainer import TrainSettings, build_plan, train
 
     profile = load_profile(args.profile)
     spec = load_model_spec(args.model)
@@ -92,15 +106,19 @@ def cmd_train(args) -> int:
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)
+    # everything is checked before the run directory is touched: an --overwrite that fails keeps the old run
+    target = Target(out, overwrite=args.overwrite, resume=args.resume)
+    args.replacing = target.replacing  # what a Ctrl-C leaves (main() says so)
+    for note in target.notes:
+        print(f"note: {out}: {note}", file=sys.stderr)
+    build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
     data = load_dataset(settings.dataset, data_dir=args.data_dir, val_fraction=settings.val_fraction,
                         seed=settings.seed)
-    if args.overwrite and out.exists() and not args.resume:
-        build_plan(profile, spec, settings)  # a network that cannot fit must not cost the old run
-        shutil.rmtree(out)
+    check_model_fits_data(spec, data)  # before the run directory is touched
     print(f"data: {data.name}: {len(data.y_train)} train / {len(data.y_val)} validation / "
           f"{len(data.y_test)} test samples, {data.n_features} features")
 
-    from deepr_neuro.train import log_line
+    from deepr_neuro.training.trainer import log_line
 
     def on_epoch(r, bar):
         log_line(f"epoch {r['epoch']:>3}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  "
@@ -108,8 +126,15 @@ def cmd_train(args) -> int:
               f"rewired {sum(r['rewired'])} {r['rewired']}  {r['seconds']:.1f} s "
               f"({100 * r['seconds_update_and_rewiring'] / max(r['seconds'], 1e-9):.0f} % update+rewiring)", bar)
 
-    trainer = train(profile, spec, settings, data, out, resume=args.resume, progress=not args.no_progress,
-                    profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+    work = target.begin()  # out itself, or a sibling .NAME.new-PID while replacing an old run
+    try:
+        trainer = train(profile, spec, settings, data, work, resume=args.resume, progress=not args.no_progress,
+                        profile_path=args.profile, spec_path=args.model, on_epoch=on_epoch)
+    except BaseException:
+        target.abort()  # the old run stays as it was
+        raise
+    target.commit()
+    trainer.out_dir = out
     plan = trainer.plan
     print(f"mapped onto {plan.cores_used} of {plan.total_cores} cores; "
           f"{plan.total_budget} connections (budget per layer: {[lp.budget for lp in plan.layers]})")
@@ -117,13 +142,14 @@ def cmd_train(args) -> int:
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % (validation {100 * m['val_accuracy']:.2f} %); "
           f"bundle written to {out}/")
     manifest, arrays = load_bundle(out)
-    print(core_report(manifest, arrays).to_table())
-    return 0
+    fit = core_report(manifest, arrays)
+    print(fit.to_table())
+    return 0 if fit.fits else 1  # the table's verdict is the exit status (as `report`)
 
 
 def cmd_report(args) -> int:
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.report import core_report
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.hardware.report import core_report
 
     manifest, arrays = load_bundle(Path(args.run))
     result = core_report(manifest, arrays)
@@ -134,35 +160,54 @@ def cmd_report(args) -> int:
     return 0 if result.fits else 1
 
 
-def cmd_export(args) -> int:
-    from deepr_neuro.deploy import export_run
+def _interrupted(command: str, run: str) -> int:
+    """Ctrl-C in a deployment command: the bundle is untouched (writes are atomic)."""
+    print(f"interrupted; {run} is unchanged; run `deepr-neuro {command} {run}` again", file=sys.stderr)
+    return 130
 
-    summary = export_run(Path(args.run), steps=args.steps, target=args.to,
-                         calibration_samples=args.calibration_samples)
+
+def cmd_export(args) -> int:
+    from deepr_neuro.pipeline import export_run
+    from deepr_neuro.store.rundir import DirLock
+
+    try:
+        # under the run's lock: an export never races a train --resume / --overwrite of the same run
+        with DirLock(Path(args.run), what="run", flag="run"):
+            summary = export_run(Path(args.run), steps=args.steps, target=args.to,
+                                 calibration_samples=args.calibration_samples, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return _interrupted("export", args.run)
     print(summary)
     return 0
 
 
 def cmd_simulate(args) -> int:
-    from deepr_neuro.deploy import simulate_run
+    from deepr_neuro.pipeline import simulate_run
 
-    text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
-                            as_json=args.json)
+    try:
+        text, ok = simulate_run(Path(args.run), backend=args.backend, samples=args.samples, steps=args.steps,
+                                as_json=args.json)
+    except KeyboardInterrupt:
+        return _interrupted("simulate", args.run)
     print(text)
     return 0 if ok else 1
 
 
 def cmd_crosscheck(args) -> int:
-    from deepr_neuro.deploy import crosscheck_run
+    from deepr_neuro.pipeline import crosscheck_run
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    text, agree = crosscheck_run(Path(args.run), samples=args.samples, backends=backends, as_json=args.json)
+    try:
+        text, agree = crosscheck_run(Path(args.run), samples=args.samples, steps=args.steps, backends=backends,
+                                     as_json=args.json)
+    except KeyboardInterrupt:
+        return _interrupted("crosscheck", args.run)
     print(text)
     return 0 if agree else 1
 
 
 def cmd_sweep(args) -> int:
-    from deepr_neuro.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
+    from deepr_neuro.experiments.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "alpha", "noise", "theta_min",
@@ -177,10 +222,14 @@ def cmd_sweep(args) -> int:
         outcome = run_sweep(config, workers=args.workers, scheduler=args.scheduler,
                             progress=not args.no_progress, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
-              f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
+        if args.overwrite:
+            print(f"interrupted; a sweep that was in {args.out} before is untouched (the unfinished new one "
+                  "was discarded)", file=sys.stderr)
+        else:
+            print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
+                  f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
-    from deepr_neuro.sweep import SUMMARY_MD
+    from deepr_neuro.experiments.sweep import SUMMARY_MD
 
     print((Path(args.out) / SUMMARY_MD).read_text(), end="")
     print(f"{len(outcome.ran)} cells trained now, {len(outcome.reused)} already done, "
@@ -193,7 +242,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from deepr_neuro.plots import plot_sweep
+    from deepr_neuro.experiments.plots import plot_sweep
 
     written = plot_sweep(Path(args.sweep), out_dir=Path(args.to) if args.to else None,
                          budget_connectivity=args.budget_connectivity)
@@ -203,6 +252,8 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepr_neuro.store.bundle_check import MAX_STEPS
+
     parser = argparse.ArgumentParser(
         prog="deepr-neuro",
         description="Train very sparse networks with DEEP R under neuromorphic chip budgets; "
@@ -226,22 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="quantize and convert a run to an integer spiking network")
     p.add_argument("run")
     p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
-    p.add_argument("--steps", type=int, default=None, help="time steps per sample (default 100)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"time steps per sample, 1..{MAX_STEPS} (default 100)")
     p.add_argument("--calibration-samples", type=int, default=3000,
-                   help="validation samples simulated to calibrate thresholds (more: slower, steadier)")
+                   help="validation samples (>= 1) simulated to calibrate thresholds (more: slower, steadier)")
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("simulate", help="run the exported network on the test set")
     p.add_argument("run")
     p.add_argument("--backend", default="emulator", choices=["emulator", "lava", "brian2", "brian2-float"])
-    p.add_argument("--samples", type=int, default=None, help="first N test samples (default: all)")
-    p.add_argument("--steps", type=int, default=None, help="override time steps per sample")
+    p.add_argument("--samples", type=int, default=None, help="first N >= 1 test samples (default: all)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"override time steps per sample, 1..{MAX_STEPS} (default: the export's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("crosscheck", help="emulator vs Lava vs Brian2 on the same samples")
     p.add_argument("run")
-    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--samples", type=int, default=20, help="first N >= 1 test samples (default 20)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"time steps per sample, 1..{MAX_STEPS} (default: the export's)")
     p.add_argument("--backends", help="comma-separated subset, e.g. emulator,brian2,brian2-float "
                                       "(default: emulator,lava,brian2,brian2-float)")
     p.add_argument("--json", action="store_true")
@@ -277,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
     p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
     p.add_argument("--weight-bits", type=int)
-    p.add_argument("--overwrite", action="store_true", help="delete the sweep directory first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the sweep over; the old sweep directory is replaced once the new sweep is done "
+                        "(only a deepr-neuro sweep is ever replaced)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
@@ -291,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted_message(args) -> str:
+    """What survives a Ctrl-C depends on the command (only train has --resume)."""
+    if args.command == "train":
+        if getattr(args, "replacing", False):
+            return (f"interrupted; the old run in {args.out} is untouched (the unfinished new one was "
+                    "discarded); run the same command again to replace it")
+        return "interrupted; continue the run from its last checkpoint with the same command plus --resume"
+    if args.command == "sweep":
+        return f"interrupted; run the same command again (the sweep in {args.out} keeps its finished cells)"
+    return "interrupted; run the command again"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -300,8 +370,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; a run continues with --resume from its last checkpoint", file=sys.stderr)
+        print(_interrupted_message(args), file=sys.stderr)
         return 130
+    except OSError as e:  # unreadable file, permission denied, disk full, read-only directory
+        where = f"{_cut(e.filename)}: " if e.filename else ""
+        reason = e.strerror or str(e) or type(e).__name__
+        print(f"error: {where}{_cut(reason)} ({_errno_name(e)}); files that were there before are kept; "
+              "fix the file's permissions or free space and run the command again", file=sys.stderr)
+        return 2
+
+
+def _cut(value, n: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _errno_name(e: OSError) -> str:
+    import errno
+
+    return errno.errorcode.get(e.errno, "OSError") if e.errno is not None else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

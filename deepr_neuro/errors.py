@@ -29,3 +29,10 @@ class BundleError(DeeprError, ValueError):
 
 class BackendError(DeeprError, RuntimeError):
     """A simulator backend failed or is not available."""
+
+
+class InvariantError(DeeprError, RuntimeError):
+    """A promise the trainer makes (exact per-core budgets, capacities, axon
+    limits) was found broken. Not the caller's bad value, so a RuntimeError
+    rather than a ValueError; never a bare AssertionError, which ``python -O``
+    callers and the CLI's error handling would treat as a crash."""

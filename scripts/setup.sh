@@ -87,14 +87,14 @@ fi
 #    picks numpy 1.26.4 on Python <3.13 and numpy 2.x on 3.13+).
 "${pip[@]}" install -c "$cons" -e ".[test]"
 # 2. lava-nc alone: its metadata says Python <3.11 and numpy <2; the code runs on
-#    3.10-3.12 with deepr_neuro.lava_compat. --ignore-requires-python must not
+#    3.10-3.12 with deepr_neuro.simulate.lava_compat. --ignore-requires-python must not
 #    reach step 1, or pip would pick releases of other packages for newer Pythons.
 if "$vpy" -c 'import sys, numpy; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else 1)'; then
   why=""
   if ! "${pip[@]}" install -c "$cons" --no-deps --ignore-requires-python lava-nc; then
     why="pip could not install lava-nc 0.10.0"
   else
-    out="$(timeout 300 "$vpy" -c 'from deepr_neuro.lava_compat import selfcheck
+    out="$(timeout 300 "$vpy" -c 'from deepr_neuro.simulate.lava_compat import selfcheck
 r = selfcheck(); print("lava-check: " + (r or "ok"))' 2>&1 || true)"
     line="$(printf '%s\n' "$out" | grep '^lava-check: ' | tail -n 1 || true)"
     if [ -z "$line" ]; then

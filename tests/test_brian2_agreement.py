@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro import emulator as emu
-from deepr_neuro.backends import get_backend
-from deepr_neuro.brian2_backend import Brian2Backend, chip_weights, float_propagator, sign_mode
-from deepr_neuro.emulator import EmulatorBackend, effective_weights
+from deepr_neuro.simulate import emulator as emu
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.simulate.brian2_backend import Brian2Backend, chip_weights, float_propagator, sign_mode
+from deepr_neuro.simulate.emulator import EmulatorBackend, effective_weights
 from deepr_neuro.errors import BackendError, ConfigError, DeeprError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
 pytestmark = pytest.mark.brian2

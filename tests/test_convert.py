@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepr_neuro.convert import (ChipFormat, convert, input_counts, integer_network_from_arrays,
+from deepr_neuro.convert.conversion import (ChipFormat, convert, input_counts, integer_network_from_arrays,
                                  integer_network_to_arrays, networks_equal,
                                  quantized_ann_accuracy, snn_accuracy, steps_accuracy_table,
                                  synapse_du)
 from deepr_neuro.errors import BundleError, ConfigError
-from deepr_neuro.integer_network import InputEncoding, IntegerNetwork, NeuronParams, SynapseLayer
-from deepr_neuro.quantize import float_accuracy, truncate_weights
+from deepr_neuro.network.integer_network import InputEncoding, IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.convert.quantize import float_accuracy, truncate_weights
 
 
 def _train_digits(seed=0, density=0.2, hidden=100, epochs=30):
     """Test fixture: a small sparse ReLU net (fixed random mask, plain SGD)."""
-    from deepr_neuro.datasets import load_dataset
+    from deepr_neuro.training.datasets import load_dataset
     ds = load_dataset("digits", val_fraction=0.0)
     rng = np.random.default_rng(seed)
     sizes = (64, hidden, 10)
@@ -95,7 +95,7 @@ def test_snn_accuracy_close_to_ann_on_digits(trained):
     """Measured on this fixture: float 0.97, quantized 0.97, SNN ~0.95 at 100
     steps. Stated tolerance: SNN within 4 points of the quantized ANN (the
     reset-to-zero loss of Lava's LIF, see convert's docstring)."""
-    pytest.importorskip("deepr_neuro.emulator")
+    pytest.importorskip("deepr_neuro.simulate.emulator")
     layers, ds, net, info = trained
     x, y = ds.x_test, ds.y_test
     f = float_accuracy(layers, x, y)
@@ -109,7 +109,7 @@ def test_snn_accuracy_close_to_ann_on_digits(trained):
 
 
 def test_input_layer_counts_are_what_the_emulator_does(trained):
-    from deepr_neuro.emulator import EmulatorBackend
+    from deepr_neuro.simulate.emulator import EmulatorBackend
     *_, net, info = trained
     x = np.arange(256, dtype=np.uint8)[:, None].repeat(net.n_inputs, axis=1)[:, :net.n_inputs]
     res = EmulatorBackend().run(net, x, 60)
@@ -134,7 +134,7 @@ def test_strict_mode_raises_on_overflow(trained):
 
 
 def test_profile_widths_are_used(trained):
-    from deepr_neuro.profile import load_profile
+    from deepr_neuro.hardware.profile import load_profile
     layers, ds, *_ = trained
     prof = load_profile("hardware_profiles/loihi.yaml")
     fmt = ChipFormat.from_profile(prof, num_weight_bits=4)
@@ -201,8 +201,8 @@ def test_arrays_missing_keys_are_bundle_errors(trained):
 
 
 def test_calibration_never_lowers_validation_accuracy_and_stays_in_range(trained):
-    from deepr_neuro.convert import calibrate
-    from deepr_neuro.emulator import check_network
+    from deepr_neuro.convert.conversion import calibrate
+    from deepr_neuro.simulate.emulator import check_network
     layers, ds, net, info = trained
     rng = np.random.default_rng(1)
     idx = rng.choice(len(ds.y_train), 300, replace=False)

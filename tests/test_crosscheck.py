@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from deepr_neuro.backends import Backend
-from deepr_neuro.brian2_backend import Brian2Backend
-from deepr_neuro.crosscheck import CrosscheckReport, count_correlation, crosscheck
-from deepr_neuro.emulator import EmulatorBackend
+from deepr_neuro.simulate.backends import Backend
+from deepr_neuro.simulate.brian2_backend import Brian2Backend
+from deepr_neuro.simulate.crosscheck import CrosscheckReport, count_correlation, crosscheck
+from deepr_neuro.simulate.emulator import EmulatorBackend
 from deepr_neuro.errors import BackendError, ConfigError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
 
@@ -135,9 +135,13 @@ def test_altered_emulator_side_and_failures_are_detected():
 def test_float_backend_never_spoils_integer_verdict():
     net, x, y = random_net(4)
     fake_float = OnOtherNetwork("brian2-float", EmulatorBackend(), altered(net, 0))
-    report = crosscheck(net, x, y, 40, backends=("emulator", fake_float))
+    twin = OnOtherNetwork("twin", EmulatorBackend(), net)
+    report = crosscheck(net, x, y, 40, backends=("emulator", twin, fake_float))
     assert report.integer_backends_agree
     assert not report.runs["brian2-float"].exact
+    # one integer backend plus a float one compares no two integer backends: not "agree"
+    report = crosscheck(net, x, y, 40, backends=("emulator", fake_float))
+    assert not report.integer_backends_agree and "nothing compared" in report.to_table()
 
 
 def test_report_outputs_are_readable_and_serialisable():
@@ -170,7 +174,14 @@ def test_user_errors():
     with pytest.raises(BackendError, match="unknown backend"):
         crosscheck(net, x, y, 10, backends=("emulatr",))
     report = crosscheck(net, x, None, 10, backends=("emulator",))
-    assert report.runs["emulator"].accuracy is None and report.integer_backends_agree
+    assert report.runs["emulator"].accuracy is None
+    assert not report.integer_backends_agree  # one backend compared nothing
+    assert "nothing compared" in report.to_table()
+    assert report.to_json()["integer_backends_compared"] == []
+    with pytest.raises(ConfigError, match="steps"):
+        crosscheck(net, x, y, 0, backends=("emulator", "emulator-twin"))
+    with pytest.raises(ConfigError, match="samples"):
+        crosscheck(net, x[:0], None, 10, backends=("emulator",))
 
 
 def test_count_correlation_edge_cases():

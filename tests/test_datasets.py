@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro.datasets import (
+from deepr_neuro.training.datasets import (
     DIGITS_TEST_FRACTION,
     FASHION_MNIST_DIR,
     load_dataset,
@@ -283,7 +283,7 @@ def test_fashion_mnist_bad_data_dir(tmp_path):
 
 
 def test_fashion_mnist_missing_package_message(monkeypatch, tmp_path):
-    import deepr_neuro.datasets as dsm
+    import deepr_neuro.training.datasets as dsm
     monkeypatch.setattr(dsm, "FASHION_MNIST_DIR", tmp_path / "usr-share-datasets-fashion-mnist")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist")

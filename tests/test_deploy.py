@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepr_neuro.backends import get_backend
-from deepr_neuro.bundle import load_bundle
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.store.bundle import load_bundle
 from deepr_neuro.cli import main
-from deepr_neuro.deploy import load_integer_network, run_dataset
+from deepr_neuro.pipeline import load_integer_network, run_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro.backends import get_backend
-from deepr_neuro.emulator import (MAX_UV, V_MAX, EmulatorBackend, decay, effective_weights,
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.simulate.emulator import (MAX_UV, V_MAX, EmulatorBackend, decay, effective_weights,
                                   lif_step, synops)
 from deepr_neuro.errors import BackendError, DeeprError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepr_neuro import lava_compat
-from deepr_neuro.backends import get_backend, lava_unavailable_reason, unavailable_reason
+from deepr_neuro.simulate import lava_compat
+from deepr_neuro.simulate.backends import get_backend, lava_unavailable_reason, unavailable_reason
 from deepr_neuro.cli import main
 from deepr_neuro.errors import BackendError, DeeprError
 
@@ -100,7 +100,7 @@ def test_get_backend_lava_is_a_clean_error_naming_python_and_fix():
 @lava_absent_here
 @pytest.mark.brian2
 def test_crosscheck_defaults_skip_lava_and_still_compare_emulator_and_brian2():
-    from deepr_neuro.crosscheck import crosscheck
+    from deepr_neuro.simulate.crosscheck import crosscheck
     from test_crosscheck import random_net
 
     net, x, y = random_net(5, sizes=(6, 5, 3))
@@ -169,13 +169,13 @@ BLOCKER = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("probe, expect", [
-    ("from deepr_neuro.backends import get_backend\n"
+    ("from deepr_neuro.simulate.backends import get_backend\n"
      "try:\n    get_backend('lava')\nexcept Exception as e:\n    print(type(e).__name__, e)",
      "BackendError Lava backend: not available on Python {py}: lava-nc is not installed"),
-    ("from deepr_neuro.lava_compat import selfcheck\nprint(selfcheck())",
+    ("from deepr_neuro.simulate.lava_compat import selfcheck\nprint(selfcheck())",
      "ModuleNotFoundError"),
-    ("from deepr_neuro.crosscheck import crosscheck, DEFAULT_BACKENDS\n"
-     "from deepr_neuro.backends import unavailable_reason\n"
+    ("from deepr_neuro.simulate.crosscheck import crosscheck, DEFAULT_BACKENDS\n"
+     "from deepr_neuro.simulate.backends import unavailable_reason\n"
      "print(sorted(n for n in DEFAULT_BACKENDS if unavailable_reason(n)))",
      "['lava']"),
 ])

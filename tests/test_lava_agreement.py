@@ -16,10 +16,10 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro import lava_compat
-from deepr_neuro.backends import get_backend
-from deepr_neuro.emulator import EmulatorBackend, effective_bias, lif_step
-from deepr_neuro.integer_network import IntegerNetwork
+from deepr_neuro.simulate import lava_compat
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.simulate.emulator import EmulatorBackend, effective_bias, lif_step
+from deepr_neuro.network.integer_network import IntegerNetwork
 
 from conftest import lava_skip_reason
 from test_emulator import chain, dense_layer, networks, neurons

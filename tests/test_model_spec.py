@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.model_spec import (
+from deepr_neuro.training.model_spec import (
     ModelSpec,
     layer_budgets,
     layer_shapes,
@@ -21,7 +21,7 @@ from deepr_neuro.model_spec import (
     resolve_connectivity,
     scaled_connectivity,
 )
-from deepr_neuro.profile import load_profile
+from deepr_neuro.hardware.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = ROOT / "models" / "lenet300_100.yaml"

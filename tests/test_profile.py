@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepr_neuro.errors import ConfigError, DeeprError
-from deepr_neuro.profile import (
+from deepr_neuro.hardware.profile import (
     HardwareProfile,
     list_profiles,
     load_profile,

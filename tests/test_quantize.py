@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
+from deepr_neuro.convert.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
                                   fake_quantize, full_range_scale, quantize_network,
                                   quantize_weights, quantized_accuracy, float_accuracy,
                                   sign_mode_of, truncate_weights, weight_range, weight_step)
@@ -22,7 +22,7 @@ int8w = arrays(np.int32, st.integers(1, 60), elements=st.integers(-256, 255))
 
 def lava_reference(w, num_weight_bits):
     """Lava's own code path (lava/utils/weightutils.py), imported only here."""
-    from deepr_neuro import lava_compat
+    from deepr_neuro.simulate import lava_compat
     lava_compat.install()
     import lava.utils.weightutils as wu
     mode = wu.determine_sign_mode(w)

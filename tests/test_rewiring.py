@@ -4,11 +4,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepr_neuro.deepr import DeepR, DeepRConfig
-from deepr_neuro.mapping import plan_network
-from deepr_neuro.rewiring import CoreSpec, sample_dormant
-from deepr_neuro.sparse_mlp import loss_and_grads, SparseLayer
-from deepr_neuro.train import core_specs
+from deepr_neuro.training.deepr import DeepR, DeepRConfig
+from deepr_neuro.hardware.mapping import plan_network
+from deepr_neuro.training.rewiring import CoreSpec, sample_dormant
+from deepr_neuro.training.sparse_mlp import loss_and_grads, SparseLayer
+from deepr_neuro.training.trainer import core_specs
 
 
 @st.composite

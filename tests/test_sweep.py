@@ -8,7 +8,7 @@ import pytest
 
 from deepr_neuro.cli import main
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.sweep import (Cell, SweepConfig, cell_name, expand_grid, load_results, parse_float_list,
+from deepr_neuro.experiments.sweep import (Cell, SweepConfig, cell_name, expand_grid, load_results, parse_float_list,
                                run_sweep, summarize, summary_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,9 +124,9 @@ def test_rerun_runs_only_the_cell_whose_result_is_missing(swept, tmp_path, small
 
 
 def test_cell_killed_in_flight_resumes_from_its_checkpoint(swept, tmp_path, small_profile):
-    from deepr_neuro.sweep import _cell_objects, cell_task
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.train import train
+    from deepr_neuro.experiments.sweep import _cell_objects, cell_task
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.trainer import train
 
     out = _copy(swept, tmp_path)
     cfg = _config(small_profile, out)

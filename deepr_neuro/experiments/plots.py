@@ -9,7 +9,7 @@
   (``rewired_per_step``), else its checkpoint, else the per-epoch totals of
   ``history.json`` divided by the steps per epoch.
 * ``budget_use.png``: synapses on every core against its budget K_c and its
-  capacity (from :func:`deepr_neuro.report.core_report`), one panel per
+  capacity (from :func:`deepr_neuro.hardware.report.core_report`), one panel per
   method, for one connectivity (seed with the lowest number).
 
 Uses matplotlib's object interface with the Agg canvas: no pyplot state, no display.
@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from deepr_neuro.errors import BundleError
-from deepr_neuro.sweep import RESULTS, SWEEP_JSON, load_results, method_key, write_summary
+from deepr_neuro.experiments.sweep import RESULTS, SWEEP_JSON, load_results, method_key, write_summary
 
 ACCURACY_PNG = "accuracy_vs_connectivity.png"
 REWIRING_PNG = "rewiring.png"
@@ -212,8 +212,8 @@ def _default_budget_connectivity(records: List[Dict[str, Any]], sweep: Optional[
 
 def plot_budget_use(out: Path, records: List[Dict[str, Any]], path: Path, connectivity: float,
                     title: str = "") -> Path:
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.report import core_report
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.hardware.report import core_report
 
     ok = [r for r in records if r["status"] == "ok" and abs(r["connectivity"] - connectivity) < 1e-12]
     methods = sorted({r["method"] for r in ok}, key=method_key)

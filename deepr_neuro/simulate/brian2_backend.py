@@ -53,7 +53,7 @@ Two readings of the same network:
     model except where the chip wraps or clips; leaky ones show the effect of
     rounding and of the chip's "decay, then add" discretisation.
 
-Run semantics (:mod:`deepr_neuro.integer_network`): every sample starts from
+Run semantics (:mod:`deepr_neuro.network.integer_network`): every sample starts from
 zero state. Samples run in batches as independent copies of the network in
 one Brian2 ``Network`` (copy ``s`` of neuron ``i`` is neuron ``s * n + i``);
 each ``run`` builds fresh objects and passes an explicit namespace and
@@ -71,10 +71,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from deepr_neuro.backends import Backend, SimResult
-from deepr_neuro.emulator import check_inputs, check_network  # validation only
+from deepr_neuro.simulate.backends import Backend, SimResult
+from deepr_neuro.simulate.emulator import check_inputs, check_network  # validation only
 from deepr_neuro.errors import BackendError, ConfigError
-from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
 
 MODES = ("integer", "float")
 

@@ -85,15 +85,27 @@ class ReportResult:
         return "\n".join(lines)
 
 
+def network_weight_bits(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray], profile) -> int:
+    """The weight width a bundle is measured at: the exported width, else the run's
+    ``--weight-bits`` (manifest ``training.weight_bits``), else the profile's default."""
+    if "l0_num_weight_bits" in arrays:
+        return int(np.asarray(arrays["l0_num_weight_bits"]).reshape(()))
+    wb = (manifest.get("training") or {}).get("weight_bits")
+    return int(wb) if wb is not None else int(profile.weight_bits)
+
+
 def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> ReportResult:
-    """Measure every core of a bundle against its profile."""
-    from deepr_neuro.profile import HardwareProfile
+    """Measure every core of a bundle against its profile.
+
+    Every limit (neurons, synapse capacity, input axons, memory) is recomputed
+    from the manifest's profile block at the network's weight width; the
+    capacities stored in the manifest are never used. The bundle is assumed
+    checked (:func:`deepr_neuro.store.bundle.load_bundle` does it).
+    """
+    from deepr_neuro.hardware.profile import HardwareProfile
 
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest profile")
-    weight_bits = None
-    if "l0_num_weight_bits" in arrays:
-        weight_bits = int(arrays["l0_num_weight_bits"])
-    wb = weight_bits or profile.weight_bits
+    wb = network_weight_bits(manifest, arrays, profile)
     mem_limit = profile.synapse_memory_bits_per_core or 0
     result = ReportResult(profile_name=manifest.get("profile_path") or profile.name, chip_cores=profile.cores,
                           weight_bits=wb)
@@ -104,15 +116,19 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
     for i, layer in enumerate(manifest["layers"]):
         rows, cols = arrays[f"l{i}_rows"], arrays[f"l{i}_cols"]
         core_of_post = arrays[f"l{i}_core"]
-        lb = int(arrays[f"l{i}_num_weight_bits"]) if f"l{i}_num_weight_bits" in arrays else wb
+        lb = int(np.asarray(arrays[f"l{i}_num_weight_bits"]).reshape(())) \
+            if f"l{i}_num_weight_bits" in arrays else wb
         for c in layer["cores"]:
             on = core_of_post[rows] == c["core"]
             n_neurons = c["post_stop"] - c["post_start"]
-            per_axon = np.bincount(cols[on], minlength=layer["n_in"])
+            per_axon = np.bincount(np.asarray(cols[on], dtype=np.int64), minlength=layer["n_in"])
             axon_counts = per_axon[per_axon > 0]
             mem = int(profile.synapse_memory_bits(axon_counts, weight_bits=lb, sparse=True, n_neurons=n_neurons)) \
                 if mem_limit else 0
+            capacity = profile.synapse_capacity(
+                weight_bits=lb, sparse=True, n_neurons=min(n_neurons, profile.neurons_per_core),
+                n_axons=min(layer["n_in"], profile.input_axons_per_core))
             result.cores.append(CoreUse(
                 c["core"], layer["name"], n_neurons, profile.neurons_per_core, int(on.sum()), c["budget"],
-                c["capacity"], int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit))
+                capacity, int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit))
     return result

@@ -35,9 +35,9 @@ from typing import List, Optional
 import numpy as np
 import scipy.sparse as sp
 
-from deepr_neuro.backends import Backend, SimResult
+from deepr_neuro.simulate.backends import Backend, SimResult
 from deepr_neuro.errors import BackendError
-from deepr_neuro.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
 
 # --- constants of AbstractPyLifModelFixed (lava/proc/lif/models.py) ---------
 DECAY_SHIFT = 12            # decays are MSB-aligned to 12 bits
@@ -94,6 +94,21 @@ def check_network(net: IntegerNetwork) -> None:
             _check_range(where, field, getattr(p, field))
         _check_range(where, "bias_mant", p.bias_mant)
 
+    def integers(where: str, field: str, values) -> None:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "iu":
+            raise BackendError(f"{where}.{field}: dtype {arr.dtype} is not an integer type; the "
+                               "network must hold integers (values are never cast)")
+
+    integers("input", "bias_mant", net.input_neurons.bias_mant)
+    for field in ("vth", "du", "dv", "bias_exp"):
+        if not isinstance(getattr(net.input_neurons, field), (int, np.integer)):
+            raise BackendError(f"input.{field}: {getattr(net.input_neurons, field)!r} is not an integer")
+    gain, shift = net.encoding.gain, net.encoding.shift
+    if not isinstance(gain, (int, np.integer)) or not isinstance(shift, (int, np.integer)) \
+            or gain < 0 or not 0 <= shift <= 31:
+        raise BackendError(f"input encoding: gain {gain!r} must be an integer >= 0 and shift {shift!r} "
+                           "an integer in 0..31")
     neurons("input", net.input_neurons)
     prev = net.n_inputs
     for i, layer in enumerate(net.layers):
@@ -105,6 +120,12 @@ def check_network(net: IntegerNetwork) -> None:
             raise BackendError(
                 f"{where}: {layer.neurons.n} bias_mant values for n_out = {layer.n_out}")
         rows, cols = np.asarray(layer.rows), np.asarray(layer.cols)
+        for field, values in (("rows", rows), ("cols", cols), ("weights", layer.weights),
+                              ("bias_mant", layer.neurons.bias_mant)):
+            integers(where, field, values)
+        for field in ("weight_exp", "num_weight_bits"):
+            if not isinstance(getattr(layer, field), (int, np.integer)):
+                raise BackendError(f"{where}.{field}: {getattr(layer, field)!r} is not an integer")
         if not (rows.shape == cols.shape == np.shape(layer.weights)):
             raise BackendError(f"{where}: rows, cols and weights differ in length")
         if rows.size and (rows.min() < 0 or rows.max() >= layer.n_out

@@ -11,12 +11,18 @@ after every step, and writes the run directory:
 
 A checkpoint holds every array and both random generators' states, so a run
 resumed with ``--resume`` ends bit-for-bit where an uninterrupted one does.
+It also records the profile, the model spec and every setting: a resume
+under anything else (or from a damaged checkpoint) is refused, naming the
+first differing field or the bad array, before anything is written. The run
+directory's marker, lock and safe replacement live in ``rundir.py``.
 Does not import Lava or Brian2.
 """
 from __future__ import annotations
 
+import io
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -24,13 +30,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from deepr_neuro import __version__
-from deepr_neuro.bundle import git_commit, save_bundle, write_json, write_npz
-from deepr_neuro.deepr import DeepR, DeepRConfig
-from deepr_neuro.errors import BundleError, ConfigError
-from deepr_neuro.mapping import NetworkPlan, plan_network
-from deepr_neuro.quantize import fake_quantize
-from deepr_neuro.rewiring import CoreSpec
-from deepr_neuro.sparse_mlp import loss_and_grads, predict
+from deepr_neuro.store.bundle import _atomic_write, git_commit, save_bundle, write_json
+from deepr_neuro.training.deepr import DeepR, DeepRConfig
+from deepr_neuro.errors import BundleError, ConfigError, InvariantError
+from deepr_neuro.hardware.mapping import NetworkPlan, plan_network
+from deepr_neuro.training.model_spec import check_model_fits_data
+from deepr_neuro.convert.quantize import fake_quantize
+from deepr_neuro.training.rewiring import CoreSpec
+from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
@@ -88,7 +95,7 @@ class TrainSettings:
 
 def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
     """Map the model's layers onto the profile's cores with per-core budgets."""
-    from deepr_neuro.model_spec import layer_budgets
+    from deepr_neuro.training.model_spec import layer_budgets
 
     connectivity = settings.connectivity
     if settings.method == "dense":
@@ -134,17 +141,26 @@ def to_float(x_uint8: np.ndarray) -> np.ndarray:
 
 
 def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
-    """The product's promise, checked after training (and after every step in tests)."""
+    """The product's promise, checked after training (and after every step in tests):
+    every core holds exactly its budget K_c (DEEP R and baselines; at most it for
+    soft/global DEEP R), never more than its capacity, never more input axons
+    than its limit. A break raises InvariantError naming layer, core, count and
+    the limit's source (the toolkit's error, not a bare AssertionError)."""
+    src = getattr(plan, "profile_name", None) or "profile"
     for layer, lp in zip(deepr.layers, plan.layers):
         counts = layer.core_counts()
         axons = layer.core_axons()
         for c, n, a in zip(lp.cores, counts, axons):
+            where = f"layer '{lp.name}' core {c.core_id}"
             if method not in ("soft-deepr", "global-deepr") and n != c.budget:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active != budget {c.budget}")
+                raise InvariantError(f"{where}: {n} synapses != budget {c.budget} (the core's share of "
+                                     f"the layer's {lp.budget} connections; method {method})")
             if n > c.capacity:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {n} active > capacity {c.capacity}")
+                raise InvariantError(f"{where}: {n} synapses > capacity {c.capacity} "
+                                     f"({src}: synapse memory / synapses_per_core)")
             if a > c.axon_limit:
-                raise AssertionError(f"layer '{lp.name}' core {c.core_id}: {a} axons > limit {c.axon_limit}")
+                raise InvariantError(f"{where}: {a} input axons > limit {c.axon_limit} "
+                                     f"({src}: input_axons_per_core)")
 
 
 class Trainer:
@@ -155,6 +171,7 @@ class Trainer:
         self.profile, self.spec, self.settings, self.data = profile, spec, settings, dataset
         self.out_dir = Path(out_dir)
         self.profile_path, self.spec_path = profile_path, spec_path
+        check_model_fits_data(spec, dataset)  # a clear error before any mapping or training
         self.plan = build_plan(profile, spec, settings)
         self.init_rng = np.random.default_rng(settings.seed)
         self.data_rng = np.random.default_rng([settings.seed, 1])
@@ -166,9 +183,13 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint_meta(self) -> Dict[str, Any]:
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
+
         return {"epoch": self.epoch, "settings": asdict(self.settings), "history": self.history,
                 "init_rng": self.init_rng.bit_generator.state, "data_rng": self.data_rng.bit_generator.state,
-                "dataset_sha256": self.data.sha256}
+                "dataset_sha256": self.data.sha256,
+                "profile": profile_to_dict(self.profile), "model": model_spec_to_dict(self.spec)}
 
     def save_checkpoint(self) -> None:
         arrays = self.deepr.state_arrays()
@@ -176,41 +197,152 @@ class Trainer:
         arrays["rewired_per_step"] = np.array(
             [v for epoch in self.rewired_per_step for v in epoch], dtype=np.int32)
         arrays["rewired_epoch_lengths"] = np.array([len(e) for e in self.rewired_per_step], dtype=np.int64)
-        write_npz(self.out_dir / CHECKPOINT, arrays)
-        write_json(self.out_dir / HISTORY, {"epochs": self.history})
+        # built in memory, then one atomic write: a full disk fails cleanly and keeps the last checkpoint
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        with _names_file(self.out_dir / CHECKPOINT):
+            _atomic_write(self.out_dir / CHECKPOINT, lambda f: f.write(data))
+        with _names_file(self.out_dir / HISTORY):
+            write_json(self.out_dir / HISTORY, {"epochs": self.history})
 
     def load_checkpoint(self) -> None:
+        """Restore the state, after checking that the checkpoint is whole and was
+        written under the same profile, model and settings (nothing is written
+        before that: a refused --resume leaves the run as it was)."""
         path = self.out_dir / CHECKPOINT
         if not path.exists():
             raise BundleError(f"{path}: no checkpoint to resume from (start without --resume)")
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
+        except OSError as e:
+            if e.errno is not None:  # permission denied and the like: main() names the file
+                raise
+            raise BundleError(f"{path}: damaged checkpoint ({_cut(e)}); delete it to start over") from None
+        except Exception as e:
+            raise BundleError(f"{path}: damaged checkpoint ({_cut(e)}); delete it to start over") from None
+        if "meta_json" not in arrays:
+            raise BundleError(f"{path}: checkpoint has no array 'meta_json'; delete it to start over")
+        try:
             meta = json.loads(bytes(arrays.pop("meta_json")).decode("utf-8"))
         except Exception as e:
-            raise BundleError(f"{path}: damaged checkpoint ({e}); delete it to start over") from None
-        saved = meta["settings"]
-        mine = asdict(self.settings)
-        # a setting newer than the checkpoint is fine while it keeps its default
-        defaults = {f.name: f.default for f in fields(TrainSettings)}
-        diff = {k: (saved.get(k), v) for k, v in mine.items()
-                if k != "epochs" and saved.get(k, defaults.get(k)) != v}
-        if diff:
-            lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise ConfigError(f"{path}: --resume with different settings ({lines}); "
-                              "pass the same flags as the original run, or use a new --out")
-        if meta.get("dataset_sha256") != self.data.sha256:
-            raise ConfigError(f"{path}: the data set changed since the checkpoint (sha256 differs)")
-        self.deepr.load_state_arrays(arrays)
+            raise BundleError(f"{path}: array 'meta_json' is not valid JSON ({_cut(e)}); "
+                              "delete the checkpoint to start over") from None
+        self._check_meta(path, meta)
+        self._check_same_run(path, meta)
+        self._check_arrays(path, arrays, int(meta["epoch"]))
+        try:
+            self.deepr.load_state_arrays(arrays)
+            self.init_rng.bit_generator.state = meta["init_rng"]
+            self.data_rng.bit_generator.state = meta["data_rng"]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise BundleError(f"{path}: checkpoint state cannot be restored ({type(e).__name__}: {_cut(e)}); "
+                              "delete it to start over") from None
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
-        self.init_rng.bit_generator.state = meta["init_rng"]
-        self.data_rng.bit_generator.state = meta["data_rng"]
         flat = arrays["rewired_per_step"].tolist()
         self.rewired_per_step, pos = [], 0
         for n in arrays["rewired_epoch_lengths"].tolist():
             self.rewired_per_step.append(flat[pos:pos + n])
             pos += n
+
+    @staticmethod
+    def _check_meta(path: Path, meta: Any) -> None:
+        if not isinstance(meta, dict):
+            raise BundleError(f"{path}: 'meta_json' is {type(meta).__name__}, expected an object; "
+                              "delete the checkpoint to start over")
+        kinds = {"epoch": int, "settings": dict, "history": list, "init_rng": dict, "data_rng": dict}
+        for key, kind in kinds.items():
+            if key not in meta:
+                raise BundleError(f"{path}: checkpoint field '{key}' missing; delete it to start over")
+            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+                raise BundleError(f"{path}: checkpoint field '{key}' is {_cut(repr(meta[key]))}, expected "
+                                  f"{kind.__name__}; delete it to start over")
+        if meta["epoch"] < 0 or len(meta["history"]) != meta["epoch"]:
+            raise BundleError(f"{path}: checkpoint field 'epoch' is {meta['epoch']} but 'history' holds "
+                              f"{len(meta['history'])} epochs; delete it to start over")
+
+    def _check_same_run(self, path: Path, meta: Dict[str, Any]) -> None:
+        """The first field that differs from the checkpoint's, as a ConfigError."""
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
+
+        saved = meta["settings"]
+        mine = asdict(self.settings)
+        # a setting newer than the checkpoint is fine while it keeps its default
+        defaults = {f.name: f.default for f in fields(TrainSettings)}
+        for k, v in mine.items():
+            if k != "epochs" and saved.get(k, defaults.get(k)) != v:
+                raise ConfigError(f"{path}: --resume: setting '{k}' is {_cut(repr(saved.get(k)))} in the "
+                                  f"checkpoint, {_cut(repr(v))} now; drop the flag (or pass the original "
+                                  "value) or train a new run with another --out")
+        done = int(meta["epoch"])
+        if self.settings.epochs < done:
+            raise ConfigError(f"{path}: --resume: the checkpoint has {done} epochs done, --epochs is "
+                              f"{self.settings.epochs}; pass --epochs {done} or more (or drop the flag), "
+                              "or train a new run with another --out")
+        # checkpoints written before these were recorded are checked by their array shapes only
+        for part, now, flag in (("profile", profile_to_dict(self.profile), "--profile"),
+                                ("model", model_spec_to_dict(self.spec), "--model")):
+            old = meta.get(part)
+            if not isinstance(old, dict):
+                continue
+            for k in now:
+                if k in ("training", "description") or k not in old:
+                    continue  # settings are compared above; free text and fields added later do not matter
+                if old[k] != now[k]:
+                    raise ConfigError(
+                        f"{path}: --resume: {part} field '{k}' is {_cut(repr(old[k]))} in the checkpoint, "
+                        f"{_cut(repr(now[k]))} now; pass the original {flag} "
+                        f"(the checkpoint's {part} is {_cut(repr(old.get('name')))}) or train a new run "
+                        "with another --out")
+        if meta.get("dataset_sha256") != self.data.sha256:
+            raise ConfigError(f"{path}: the data set changed since the checkpoint (sha256 differs)")
+
+    def _check_arrays(self, path: Path, arrays: Dict[str, np.ndarray], epoch: int) -> None:
+        """Every array a fresh trainer of this plan has, of a usable kind and shape."""
+        fresh = self.deepr.state_arrays()
+        for key in list(fresh) + ["rewired_per_step", "rewired_epoch_lengths"]:
+            if key not in arrays:
+                raise BundleError(f"{path}: checkpoint array '{key}' missing (written by another model or "
+                                  "damaged); delete it to start over, or resume with the original --model")
+
+        def bad(key: str, why: str) -> BundleError:
+            return BundleError(f"{path}: checkpoint array '{key}' {why}; delete the checkpoint to start over, "
+                               "or resume with the original --model / --profile")
+
+        if arrays["adam_t"].shape != () or arrays["adam_t"].dtype.kind not in "iu":
+            raise bad("adam_t", f"is {arrays['adam_t'].dtype}{list(arrays['adam_t'].shape)}, expected one integer")
+        for i, (layer, lp) in enumerate(zip(self.deepr.layers, self.plan.layers)):
+            for key, ref in fresh.items():
+                if not key.startswith(f"l{i}_") or key.endswith("_slot_rows") or key.endswith("_slot_cols") \
+                        or key.endswith("_slot_theta") or "_adam_" in key:
+                    continue
+                if arrays[key].shape != ref.shape:
+                    raise bad(key, f"has shape {arrays[key].shape}, expected {ref.shape}")
+            rows, cols, theta = (arrays[f"l{i}_slot_{k}"] for k in ("rows", "cols", "theta"))
+            n = len(theta) if theta.ndim == 1 else -1
+            for key, arr, kinds in ((f"l{i}_slot_rows", rows, "iu"), (f"l{i}_slot_cols", cols, "iu"),
+                                    (f"l{i}_slot_theta", theta, "f")):
+                if arr.ndim != 1 or len(arr) != n or arr.dtype.kind not in kinds:
+                    raise bad(key, f"is {arr.dtype}{list(arr.shape)}, expected 1-D {kinds} of the slots' "
+                                   f"length {n}")
+            if n > lp.n_in * lp.n_out:
+                raise bad(f"l{i}_slot_theta", f"holds {n} slots, more than the layer's {lp.n_in * lp.n_out} "
+                                              "connections")
+            # slot rows are post-synaptic neurons, cols pre-synaptic (signs are n_out x n_in)
+            if n and (rows.min() < 0 or rows.max() >= lp.n_out or cols.min() < 0 or cols.max() >= lp.n_in):
+                raise bad(f"l{i}_slot_rows", f"indexes outside the layer's {lp.n_out} x {lp.n_in} weights")
+            dense = f"l{i}_theta_dense"
+            moment_shape = arrays[dense].shape if dense in fresh else (n,)
+            for key in fresh:
+                if key.startswith(f"l{i}_adam_") and arrays[key].shape != moment_shape:
+                    raise bad(key, f"has shape {arrays[key].shape}, expected {moment_shape}")
+        lengths, flat = arrays["rewired_epoch_lengths"], arrays["rewired_per_step"]
+        if lengths.ndim != 1 or len(lengths) != epoch or lengths.dtype.kind not in "iu" or \
+                flat.ndim != 1 or int(lengths.sum()) != len(flat) or (len(lengths) and lengths.min() < 0):
+            raise bad("rewired_per_step", f"does not hold {epoch} epochs of per-step counts")
 
     # -- training ---------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
@@ -241,6 +373,7 @@ class Trainer:
         lr = self.lr_at(self.epoch)
         n_steps = -(-n // s.batch_size)
         rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
+        unusable_before = self.deepr.unusable_thetas
         per_step = np.zeros(n_steps, dtype=np.int32)
         loss_sum = 0.0
         t_grad = t_rewire = 0.0
@@ -282,6 +415,9 @@ class Trainer:
         }
         if pruned:
             record["pruned_before_epoch"] = True
+        unusable = self.deepr.unusable_thetas - unusable_before
+        if unusable:  # an update overflowed: those thetas were retired as dead (budgets
+            record["unusable_thetas"] = int(unusable)  # stay exact); the epoch diverged
         self.history.append(record)
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
@@ -302,8 +438,8 @@ class Trainer:
         return arrays
 
     def manifest(self) -> Dict[str, Any]:
-        from deepr_neuro.model_spec import model_spec_to_dict
-        from deepr_neuro.profile import profile_to_dict
+        from deepr_neuro.training.model_spec import model_spec_to_dict
+        from deepr_neuro.hardware.profile import profile_to_dict
 
         last = self.history[-1] if self.history else {}
         return {
@@ -336,7 +472,24 @@ class Trainer:
         }
 
     def write_bundle(self) -> None:
-        save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+        with _names_file(self.out_dir):
+            save_bundle(self.out_dir, self.manifest(), self.network_arrays())
+
+
+@contextmanager
+def _names_file(path: Path):
+    """An OSError without a file name (ENOSPC from a write) gets the file it was writing."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+def _cut(value, n: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _progress(total: int, enabled: bool):
@@ -357,10 +510,12 @@ def log_line(text: str, bar=None) -> None:
 
 
 def diverged_epoch(history: Sequence[Dict[str, Any]]) -> Optional[int]:
-    """First epoch whose training loss was not finite (None: training never diverged)."""
+    """First epoch whose training loss was not finite, or whose updates made a
+    theta NaN / inf / beyond float32 (retired as dead by the rewiring, so the
+    loss alone may not show it); None: training never diverged."""
     for h in history:
         loss = h.get("train_loss")
-        if loss is not None and not np.isfinite(loss):
+        if (loss is not None and not np.isfinite(loss)) or h.get("unusable_thetas"):
             return int(h["epoch"])
     return None
 
@@ -380,14 +535,18 @@ def train(profile, spec, settings: TrainSettings, dataset, out_dir, *, resume: b
         trainer.load_checkpoint()
     elif (out / CHECKPOINT).exists() or (out / "manifest.json").exists():
         raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
+    else:
+        from deepr_neuro.store.rundir import mark_run
+
+        mark_run(out)  # recognisable as a run (and so replaceable by --overwrite) from the start
     done_here = 0
     steps_per_epoch = -(-len(dataset.y_train) // settings.batch_size)
     bar = _progress(steps_per_epoch * max(0, settings.epochs - trainer.epoch), progress)
     try:
         while trainer.epoch < settings.epochs:
             record = trainer.run_epoch(bar)
-            if diverged_epoch(trainer.history) == record["epoch"]:  # first epoch with a loss not finite
-                log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss not finite): "
+            if diverged_epoch(trainer.history) == record["epoch"]:  # first epoch with a loss or thetas not finite
+                log_line(f"warning: {out}: training diverged in epoch {record['epoch']} (loss or thetas not finite): "
                          f"the weights are unusable; lower --lr (epoch lr {record['lr']:g})", bar)
             if on_epoch is not None:
                 on_epoch(record, bar)

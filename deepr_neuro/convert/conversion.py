@@ -59,9 +59,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from deepr_neuro.errors import BundleError, ConfigError
-from deepr_neuro.integer_network import (InputEncoding, IntegerNetwork,
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
-from deepr_neuro.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
+from deepr_neuro.convert.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
                                   dense_matrix, full_range_scale,
                                   quantize_weights, quantized_matrices,
                                   sign_mode_of)
@@ -92,7 +92,7 @@ class ChipFormat:
 
     @classmethod
     def from_profile(cls, profile, num_weight_bits: Optional[int] = None) -> "ChipFormat":
-        """Read the widths from a :class:`deepr_neuro.profile.HardwareProfile`."""
+        """Read the widths from a :class:`deepr_neuro.hardware.profile.HardwareProfile`."""
         return cls(
             num_weight_bits=int(num_weight_bits if num_weight_bits is not None
                                 else profile.weight_bits),
@@ -521,7 +521,7 @@ def calibrate(net: IntegerNetwork, x_val_uint8: np.ndarray, y_val: np.ndarray, s
     simulations.
     """
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     fmt = fmt or ChipFormat()
     x = np.atleast_2d(np.asarray(x_val_uint8))
@@ -639,7 +639,7 @@ def snn_accuracy(net: IntegerNetwork, x_uint8: np.ndarray, y: np.ndarray, steps:
                  backend=None) -> float:
     """Accuracy of the spiking network (most output spikes, ties -> lowest)."""
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     res = backend.run(net, np.asarray(x_uint8), int(steps))
     return float(np.mean(res.predictions() == np.asarray(y)))
@@ -655,7 +655,7 @@ def steps_accuracy_table(net: IntegerNetwork, x: np.ndarray, y: np.ndarray,
     Returns ``[{"steps": T, "accuracy": acc, "mean_output_spikes": s}, ...]``.
     """
     if backend is None:
-        from deepr_neuro.backends import get_backend
+        from deepr_neuro.simulate.backends import get_backend
         backend = get_backend("emulator")
     rows = []
     for T in steps_list:
@@ -710,23 +710,42 @@ def _scalar(arrays: Mapping, key: str) -> int:
     if key not in arrays:
         raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
     a = np.asarray(arrays[key])
+    if a.dtype.kind not in "iu":
+        raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
+                          "(values are never cast); re-run the export")
     if a.size != 1:
         raise BundleError(f"network.npz: {key!r} must be a scalar (got shape {a.shape})")
     return int(a.reshape(()))
 
 
+_I32 = np.iinfo(np.int32)
+
+
 def _vector(arrays: Mapping, key: str) -> np.ndarray:
+    """A 1-D integer array as int32; float/complex/bool arrays or values beyond
+    int32 are refused, never cast (a cast would silently change the network)."""
     if key not in arrays:
         raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
-    return np.asarray(arrays[key]).astype(np.int32).reshape(-1)
+    a = np.asarray(arrays[key])
+    if a.dtype.kind not in "iu":
+        raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
+                          "(values are never cast); re-run the export")
+    if a.ndim != 1:
+        raise BundleError(f"network.npz: {key!r} must be 1-D (got shape {a.shape}); re-run the export")
+    if a.size and (a.min() < _I32.min or a.max() > _I32.max):
+        raise BundleError(f"network.npz: {key!r} holds values beyond 32-bit integers "
+                          f"({a.min()}..{a.max()}); re-run the export")
+    return a.astype(np.int32)
 
 
 def integer_network_from_arrays(arrays: Mapping[str, np.ndarray],
                                 names: Optional[Sequence[str]] = None) -> IntegerNetwork:
     """Rebuild the :class:`IntegerNetwork` from :func:`integer_network_to_arrays`
     output (or a loaded ``network.npz``). Layer names come from ``names`` (the
-    manifest's ``layers``), default ``l0, l1, ...``; sizes follow from the
-    per-neuron arrays (``n_in`` of layer i = neurons of layer i-1)."""
+    manifest's ``layers``, which then also fixes the number of layers), default
+    ``l0, l1, ...``; sizes follow from the per-neuron arrays (``n_in`` of layer
+    i = neurons of layer i-1). Integer arrays must have an integer dtype; the
+    full checks against the manifest and profile are :func:`deepr_neuro.store.bundle.load_bundle`'s."""
     for k in _IN_KEYS:
         if k not in arrays:
             raise BundleError(
@@ -736,6 +755,9 @@ def integer_network_from_arrays(arrays: Mapping[str, np.ndarray],
                        dv=_scalar(arrays, "in_dv"), bias_exp=_scalar(arrays, "in_bias_exp"),
                        bias_mant=_vector(arrays, "in_bias_mant"))
     enc = InputEncoding(gain=_scalar(arrays, "in_gain"), shift=_scalar(arrays, "in_shift"))
+    if enc.gain < 0 or not 0 <= enc.shift <= 31:
+        raise BundleError(f"network.npz: in_gain {enc.gain} / in_shift {enc.shift}: the gain must be "
+                          ">= 0 and the shift in 0..31; re-run the export")
     n_layers = 0
     while f"l{n_layers}_qweight" in arrays:
         n_layers += 1
@@ -770,17 +792,32 @@ def integer_network_from_arrays(arrays: Mapping[str, np.ndarray],
 def float_layers_from_arrays(arrays: Mapping[str, np.ndarray],
                              layers_meta: Sequence[Mapping]) -> List[Dict]:
     """Trained float layers from a bundle: ``l{i}_rows/cols/weight`` plus the
-    manifest's ``layers`` entries (``name``, ``n_in``, ``n_out``)."""
+    manifest's ``layers`` entries (``name``, ``n_in``, ``n_out``).
+
+    Refuses (naming the layer) index arrays that are not integers, weights
+    that are not real floats or not finite (NaN/inf: a diverged run), and
+    arrays of different lengths: conversion would otherwise quantize garbage.
+    """
     out = []
     for i, meta in enumerate(layers_meta):
+        name = str(meta.get("name", f"l{i}"))
         for k in ("rows", "cols", "weight"):
             if f"l{i}_{k}" not in arrays:
                 raise BundleError(f"network.npz: key 'l{i}_{k}' is missing")
-        out.append(dict(rows=np.asarray(arrays[f"l{i}_rows"], dtype=np.int32),
-                        cols=np.asarray(arrays[f"l{i}_cols"], dtype=np.int32),
-                        weight=np.asarray(arrays[f"l{i}_weight"], dtype=np.float32),
-                        n_in=int(meta["n_in"]), n_out=int(meta["n_out"]),
-                        name=str(meta.get("name", f"l{i}"))))
+        rows, cols = _vector(arrays, f"l{i}_rows"), _vector(arrays, f"l{i}_cols")
+        w = np.asarray(arrays[f"l{i}_weight"])
+        if w.dtype.kind != "f":
+            raise BundleError(f"network.npz: 'l{i}_weight' (layer {name!r}) has dtype {w.dtype}, "
+                              "not a real float type")
+        if not (rows.shape == cols.shape == w.shape):
+            raise BundleError(f"network.npz: l{i}_rows/cols/weight (layer {name!r}) differ in length "
+                              f"({rows.shape}, {cols.shape}, {w.shape})")
+        bad = np.flatnonzero(~np.isfinite(w))
+        if bad.size:
+            raise BundleError(f"network.npz: 'l{i}_weight' (layer {name!r}) index {int(bad[0])}: weight "
+                              f"{w[bad[0]]} is not finite; the run diverged: train it again with a smaller --lr")
+        out.append(dict(rows=rows, cols=cols, weight=w.astype(np.float32),
+                        n_in=int(meta["n_in"]), n_out=int(meta["n_out"]), name=name))
     return out
 
 

@@ -33,7 +33,22 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from deepr_neuro.errors import InvariantError
+
 REVIVE_THETA = 1e-12
+# Largest usable theta: the bundle stores weights as float32, so a larger one
+# (only a diverging run gets there) would be exported as inf.
+THETA_MAX = float(np.finfo(np.float32).max)
+
+
+def dead_slots(theta: np.ndarray) -> np.ndarray:
+    """Indices of slots whose theta is not a usable positive number: <= 0
+    (DEEP R's dormant) and also NaN, inf or beyond THETA_MAX, which only a
+    diverging update produces. Counting those as dead keeps every core's count
+    exact (the slot is refilled like any other dead one) and keeps NaN/inf out
+    of the weights; for thetas in (-inf, THETA_MAX] this is exactly
+    ``theta <= 0``, so the random draws of a normal run are unchanged."""
+    return np.flatnonzero(~((theta > 0) & (theta <= THETA_MAX)))
 
 
 @dataclass
@@ -224,7 +239,11 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=Non
         allk = (posts[:, None] * n_in + pres[None, :]).ravel()
         dormant = allk[~np.isin(allk, active_sorted)]
     if len(dormant) < need:
-        raise RuntimeError(f"core has {len(dormant)} dormant connections, {need} needed")
+        raise InvariantError(
+            f"core with post-neurons {core.start}..{core.stop - 1}: {len(dormant)} dormant "
+            f"connections left, {need} needed to keep its budget {core.budget} exact "
+            f"(axon limit {core.axon_limit}); the core's budget exceeds what its neurons "
+            f"and axons can hold: lower the connectivity")
     return rng.choice(dormant, size=need, replace=False)
 
 
@@ -313,14 +332,15 @@ def prune_to_budget(layer: LayerConnections) -> np.ndarray:
 
 def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
                  reset: Optional[List[np.ndarray]] = None) -> int:
-    """Replace every dead slot (theta <= 0) by a random dormant connection on the same core.
+    """Replace every dead slot (theta <= 0, or not finite: see :func:`dead_slots`)
+    by a random dormant connection on the same core.
 
     Returns the number of connections that moved (a dead one drawn again
     counts as none). Arrays in ``reset`` (optimizer
     moments, one value per slot) are zeroed at replaced slots, so momentum
     cannot carry over to (or revive) a different connection.
     """
-    dead = np.flatnonzero(layer.theta <= 0)
+    dead = dead_slots(layer.theta)
     if len(dead) == 0:
         return 0
     if len(layer.theta) == layer.n_in * layer.n_out:
@@ -405,7 +425,8 @@ def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
     """
     n_dead = 0
     for li, layer in enumerate(layers):
-        keep = layer.theta > 0
+        keep = np.ones(len(layer.theta), dtype=bool)
+        keep[dead_slots(layer.theta)] = False  # NaN / inf count as dead (see dead_slots)
         n_dead += int((~keep).sum())
         if not keep.all():
             layer.set_slots(layer.rows[keep], layer.cols[keep], layer.theta[keep])
@@ -424,7 +445,9 @@ def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
     while left > 0:
         p = np.where(room - add > 0, weights, 0.0)
         if p.sum() <= 0:
-            raise RuntimeError("global DEEP R: no core has room for the refill")
+            raise InvariantError(
+                f"global DEEP R: {left} connections to refill but no core has room left "
+                f"(every core at its capacity or axon limit); lower the connectivity")
         draw = rng.multinomial(left, p / p.sum())
         draw = np.minimum(draw, room - add)
         add += draw

@@ -8,14 +8,16 @@ figures are always about the data the network was trained on.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from deepr_neuro.bundle import load_bundle, update_bundle
-from deepr_neuro.errors import BundleError, DataError
+from deepr_neuro.store.bundle import check_bundle, load_bundle, save_bundle
+from deepr_neuro.store.bundle_check import MAX_STEPS
+from deepr_neuro.errors import BundleError, ConfigError, DataError
 
 CALIBRATION_SAMPLES = 5000  # training images used for threshold normalisation
 DEFAULT_STEPS = 100
@@ -23,7 +25,7 @@ DEFAULT_STEPS = 100
 
 def run_dataset(manifest: Dict):
     """The data set a run was trained on, split exactly as in training."""
-    from deepr_neuro.datasets import load_dataset
+    from deepr_neuro.training.datasets import load_dataset
 
     t = manifest["training"]
     data = load_dataset(manifest["dataset"]["name"], data_dir=t.get("data_dir"),
@@ -35,10 +37,26 @@ def run_dataset(manifest: Dict):
     return data
 
 
-def load_integer_network(run_dir: Path):
-    from deepr_neuro.convert import integer_network_from_arrays
+def check_steps(steps, flag: str = "--steps") -> int:
+    """Steps per sample: an integer in 1..MAX_STEPS (a documented bound, not a silent default)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"{flag}: must be an integer from 1 to {MAX_STEPS} time steps per sample "
+                          f"(got {str(steps)[:40]})")
+    return int(steps)
 
-    manifest, arrays = load_bundle(run_dir)
+
+def check_samples(samples, flag: str = "--samples") -> int:
+    """A number of samples: a positive integer (0 and negatives are refused, never reinterpreted)."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ConfigError(f"{flag}: must be a positive number of samples (got {str(samples)[:40]})")
+    return int(samples)
+
+
+def load_integer_network(run_dir: Path):
+    """The exported integer network of a run, after every bundle check (fit included)."""
+    from deepr_neuro.convert.conversion import integer_network_from_arrays
+
+    manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
         raise BundleError(f"{run_dir}: not exported yet; run `deepr-neuro export {run_dir}` first")
     names = [layer["name"] for layer in manifest["layers"]]
@@ -47,7 +65,7 @@ def load_integer_network(run_dir: Path):
 
 def activity_table(net, result) -> Tuple[str, Dict]:
     """Per-inference spikes and synaptic operations per layer."""
-    from deepr_neuro.emulator import synops
+    from deepr_neuro.simulate.emulator import synops
 
     act = synops(net, result)
     names = ["input"] + [layer.name for layer in net.layers]
@@ -65,19 +83,42 @@ CALIBRATION_VAL_SAMPLES = 3000  # validation samples the threshold calibration s
 
 def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
                weight_bits: Optional[int] = None,
-               calibration_samples: Optional[int] = CALIBRATION_VAL_SAMPLES) -> str:
-    """Quantize + convert a trained run; add the integer network to its bundle."""
-    from deepr_neuro.backends import get_backend
-    from deepr_neuro.convert import (ChipFormat, calibrate, convert, float_layers_from_arrays,
+               calibration_samples: Optional[int] = CALIBRATION_VAL_SAMPLES,
+               progress: bool = False) -> str:
+    """Quantize + convert a trained run; add the integer network to its bundle.
+
+    Weights are quantized to ``weight_bits``, by default the width the run was
+    trained and budgeted for (``train --weight-bits``, manifest
+    ``training.weight_bits``), else the profile's default: the exported
+    network always fits the memory the fit check measured. The new bundle
+    passes every load check before it is written (the old one stays
+    otherwise).
+    """
+    from deepr_neuro.simulate.backends import get_backend
+    from deepr_neuro.convert.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
                                      integer_network_to_arrays, quantized_ann_accuracy)
-    from deepr_neuro.profile import HardwareProfile
-    from deepr_neuro.quantize import float_accuracy
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.convert.quantize import float_accuracy
 
     run_dir = Path(run_dir)
-    manifest, arrays = load_bundle(run_dir)
+    steps = DEFAULT_STEPS if steps is None else check_steps(steps)
+    if calibration_samples is not None:
+        check_samples(calibration_samples, "--calibration-samples")
+    if target != "lava":
+        raise ConfigError(f"--to: unknown deployment target {str(target)[:40]!r}; the one target is 'lava'")
+    manifest, arrays = load_bundle(run_dir, need_fit=True, for_export=True)
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
+    if weight_bits is None:
+        weight_bits = manifest["training"].get("weight_bits")
+    if weight_bits is not None and weight_bits not in profile.weight_bits_allowed:
+        raise ConfigError(f"weight_bits: {weight_bits}-bit weights are not offered by the profile "
+                          f"(weight_bits_allowed: {profile.weight_bits_allowed})")
+
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+
     data = run_dataset(manifest)
-    steps = int(steps or DEFAULT_STEPS)
     layers = float_layers_from_arrays(arrays, manifest["layers"])
     rng = np.random.default_rng(0)
     n_cal = min(CALIBRATION_SAMPLES, len(data.y_train))
@@ -99,10 +140,13 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
         y_cal = np.concatenate([data.y_val, data.y_train[idx]])
         cal_source += f" + {extra} training samples"
     fmt = ChipFormat.from_profile(profile, num_weight_bits=weight_bits)
+    say(f"export: calibrating thresholds on {min(len(y_cal), calibration_samples or len(y_cal))} samples "
+        f"x {steps} steps (Ctrl-C stops; the bundle is unchanged until the end)")
     t_cal = time.perf_counter()
     net, cal_info = calibrate(net, x_cal, y_cal, steps, fmt=fmt, max_samples=calibration_samples)
     cal_info = dict(cal_info, data=cal_source, seconds=time.perf_counter() - t_cal)
     snn = dict(snn, calibration=cal_info)
+    say(f"export: simulating the {len(data.y_test)} test samples x {steps} steps")
     t0 = time.perf_counter()
     result = get_backend("emulator").run(net, data.x_test, steps)
     t_sim = time.perf_counter() - t0
@@ -116,7 +160,10 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     snn = dict(snn, steps_per_sample=steps, target=target,
                readout="class = output neuron with most spikes over all steps; ties go to the lowest index",
                accuracy=acc, activity=act, emulator_seconds_test_set=t_sim)
-    update_bundle(run_dir, {"snn": snn}, integer_network_to_arrays(net))
+    new_manifest = {**manifest, "snn": snn}
+    new_arrays = {**arrays, **integer_network_to_arrays(net)}
+    check_bundle(run_dir, new_manifest, new_arrays, need_fit=True)
+    save_bundle(run_dir, new_manifest, new_arrays)
     lines = [f"exported {run_dir} for {target}: {len(net.layers)} Sparse+LIF layers, "
              f"{snn.get('num_weight_bits', net.layers[0].num_weight_bits)}-bit weights, {steps} steps per sample",
              f"{'accuracy on ' + data.name + ' test set':<40} {'':>3}",
@@ -130,13 +177,19 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
 def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int] = None,
                  steps: Optional[int] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Run the exported network on the first ``samples`` test samples."""
-    from deepr_neuro.backends import get_backend
+    from deepr_neuro.simulate.backends import get_backend
 
     run_dir = Path(run_dir)
+    if samples is not None:
+        check_samples(samples)
+    if steps is not None:
+        check_steps(steps)
     manifest, _, net = load_integer_network(run_dir)
     data = run_dataset(manifest)
-    steps = int(steps or manifest["snn"].get("steps_per_sample", DEFAULT_STEPS))
+    steps = check_steps(steps if steps is not None else manifest["snn"]["steps_per_sample"])
     n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
+    if n < 1:
+        raise DataError(f"data set {data.name!r}: the test set is empty; nothing to simulate")
     x, y = data.x_test[:n], data.y_test[:n]
     sim = get_backend(backend)
     t0 = time.perf_counter()
@@ -156,13 +209,18 @@ def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int
 def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None,
                    backends: Optional[List[str]] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Emulator vs Lava vs Brian2 (integer and float) on the same test samples."""
-    from deepr_neuro.crosscheck import crosscheck
+    from deepr_neuro.simulate.crosscheck import crosscheck
 
     run_dir = Path(run_dir)
+    check_samples(samples)
+    if steps is not None:
+        check_steps(steps)
     manifest, _, net = load_integer_network(run_dir)
     data = run_dataset(manifest)
-    steps = int(steps or manifest["snn"].get("steps_per_sample", DEFAULT_STEPS))
+    steps = check_steps(steps if steps is not None else manifest["snn"]["steps_per_sample"])
     n = min(int(samples), len(data.y_test))
+    if n < 1:
+        raise DataError(f"data set {data.name!r}: the test set is empty; nothing to compare")
     report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or None)
     if as_json:
         return json.dumps(report.to_json(), indent=2), report.integer_backends_agree

@@ -19,9 +19,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.rewiring import (CoreSpec, LayerConnections, init_free_layer, init_layer,
+from deepr_neuro.training.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
                                   prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
-from deepr_neuro.sparse_mlp import SparseLayer
+from deepr_neuro.errors import InvariantError
+from deepr_neuro.training.sparse_mlp import SparseLayer
 
 REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
 # Baselines users compare against, trained by the same loop on ordinary signed
@@ -64,7 +65,13 @@ def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -
     """The rule of thumb for training: p kept inside (0, 1), -1e-4 where it is undefined."""
     if noise <= 0 or alpha <= 0:
         return -1e-4
-    return theta_min_rule(min(max(connectivity, 1e-6), 1 - 1e-6), alpha, noise, lr)
+    try:
+        t = theta_min_rule(min(max(connectivity, 1e-6), 1 - 1e-6), alpha, noise, lr)
+    except (ZeroDivisionError, OverflowError):  # temperature overflowed to inf: beta = 0
+        t = -np.inf
+    # an extreme (finite) lr * noise^2 makes the rule non-finite; a finite clip keeps
+    # dormant thetas finite (the run then diverges and is reported so)
+    return t if np.isfinite(t) and t >= -THETA_MAX else -THETA_MAX
 
 
 class DeepR:
@@ -75,6 +82,9 @@ class DeepR:
         self.config = config
         self.rng = rng
         self.t = 0  # Adam step counter
+        # thetas found NaN, inf or beyond THETA_MAX (a diverging update) and
+        # retired as dead; the trainer reports an epoch with any as diverged
+        self.unusable_thetas = 0
         self.layers: List[LayerConnections] = []
         self.theta_min: List[float] = []  # soft-DEEP R clip per layer (0.0 for other methods)
         for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
@@ -153,6 +163,14 @@ class DeepR:
                 dense[idx] -= lr * (self._update(i, g_theta, idx) + c.alpha)
                 dense += lr * c.noise * self.rng.standard_normal(dense.shape)
                 np.maximum(dense, self.theta_min[i], out=dense)
+                unusable = ~(dense <= THETA_MAX)  # NaN, inf or beyond float32 (see dead_slots)
+                n_bad = int(np.count_nonzero(unusable))
+                if n_bad:
+                    self.unusable_thetas += n_bad
+                    # a diverging update: such thetas become dormant at the clip
+                    # (np.maximum keeps NaN), so no NaN/inf weight and no
+                    # connection stuck outside the budget bookkeeping
+                    dense[unusable] = self.theta_min[i]
                 if self.moments[i]:
                     dormant = dense <= 0
                     self.moments[i]["m"][dormant] = 0.0
@@ -162,10 +180,14 @@ class DeepR:
             layer.theta -= lr * (self._update(i, g_theta) + c.alpha)
             if c.noise:
                 layer.theta += lr * c.noise * self.rng.standard_normal(layer.theta.shape)
+            self.unusable_thetas += int(np.count_nonzero(~(layer.theta <= THETA_MAX)))  # NaN too
             if c.method == "deepr":
-                replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
+                try:
+                    replaced[i] = rewire_deepr(self.rng, layer, reset=list(self.moments[i].values()))
+                except InvariantError as exc:  # say which layer (the rewiring knows only the core)
+                    raise InvariantError(f"weight layer {i} ({layer.n_in} x {layer.n_out}): {exc}") from None
         if c.method == "global-deepr":
-            before = [int((layer.theta <= 0).sum()) for layer in self.layers]
+            before = [len(dead_slots(layer.theta)) for layer in self.layers]
             rewire_global(self.rng, self.layers, self.initial_budgets,
                           states=self.moments if self.config.optimizer == "adam" else None)
             replaced = before

@@ -69,6 +69,7 @@ class NetworkPlan:
     input_cores: List[CorePlan]
     layers: List[LayerPlan]
     total_cores: int  # cores the chip has
+    profile_name: str = "profile"  # the profile file, for messages naming a limit's source
 
     @property
     def cores_used(self) -> int:
@@ -125,8 +126,20 @@ def plan_network(
     """
     if len(layer_sizes) != len(layer_budgets) or len(layer_sizes) != len(layer_names):
         raise ValueError("layer_sizes, layer_names and layer_budgets must have one entry a layer")
+    _check_totals(input_size, layer_sizes, layer_names, neurons_per_core, cores, profile_name)
     problems: List[str] = []
-    capacity_of = synapse_capacity if callable(synapse_capacity) else (lambda n, n_in: synapse_capacity)
+    raw_capacity = synapse_capacity if callable(synapse_capacity) else (lambda n, n_in: synapse_capacity)
+    cap_memo: dict = {}
+
+    def capacity_of(n: int, n_in_: int) -> int:
+        # a layer's cores have at most two sizes: ask the profile once per size
+        key = (n, n_in_)
+        if key not in cap_memo:
+            cap_memo[key] = raw_capacity(n, n_in_)
+        return cap_memo[key]
+
+    # cores still free for each layer: the chip's, minus the fewest every other part needs
+    min_cores = [max(1, -(-input_size // neurons_per_core))] + [-(-n // neurons_per_core) for n in layer_sizes]
     next_core = 0
     input_cores = []
     for start, n in _ranges(input_size, max(1, -(-input_size // neurons_per_core))):
@@ -142,6 +155,10 @@ def plan_network(
             k_l = max(1, min(int(k_l), potential))
         # Fewest cores such that neurons and every core's share of K_l fit.
         n_cores = -(-n_out // neurons_per_core)
+        room = cores - next_core - sum(min_cores[li + 2:])  # most cores this layer could get
+        if k_l is not None:
+            # skip, in O(1) a try, the core counts whose largest share cannot fit
+            n_cores = _first_feasible_cores(int(k_l), n_out, n_in, n_cores, max(n_cores, room), capacity_of)
         while True:
             sizes = split_evenly(n_out, n_cores)
             caps = [capacity_of(s, n_in) for s in sizes]
@@ -149,8 +166,8 @@ def plan_network(
                 budgets = [min(c, s * per_neuron_max) for c, s in zip(caps, sizes)]
             else:
                 budgets = split_proportional(int(k_l), sizes)
-            if all(b <= c for b, c in zip(budgets, caps)) or n_cores >= n_out:
-                break
+            if all(b <= c for b, c in zip(budgets, caps)) or n_cores >= n_out or n_cores >= room:
+                break  # fits; or cannot get more cores (the chip's count is checked below)
             n_cores += 1
         if k_l is None:
             k_l = int(sum(budgets))
@@ -171,7 +188,7 @@ def plan_network(
             start += s
         layers.append(plan)
         n_in = n_out
-    result = NetworkPlan(input_cores, layers, cores)
+    result = NetworkPlan(input_cores, layers, cores, profile_name)
     if result.cores_used > cores:
         problems.append(
             f"needs {result.cores_used} cores > {cores} on the chip ({profile_name}: cores); "
@@ -179,6 +196,49 @@ def plan_network(
     if problems:
         raise _fit_problem(problems + ["", plan_table(result)])
     return result
+
+
+# What a mapping can be asked to place (bounds the work before any loop runs):
+# a profile has at most 2**20 cores (profile.MAX_CORES), so a plan is never longer.
+def _check_totals(input_size: int, layer_sizes: Sequence[int], layer_names: Sequence[str],
+                  neurons_per_core: int, cores: int, profile_name: str) -> None:
+    """Refuse, before the per-core loops, a network whose neurons alone need
+    more cores than the chip has (a layer of 10^8 neurons is refused at once,
+    not after minutes of planning)."""
+    if neurons_per_core < 1 or cores < 1:
+        raise BudgetError(f"{profile_name}: neurons_per_core and cores must be >= 1 "
+                          f"(got {neurons_per_core}, {cores})")
+    need = max(1, -(-int(input_size) // neurons_per_core))
+    parts = [f"input: {input_size} neurons -> {need} cores"]
+    for n, name in zip(layer_sizes, layer_names):
+        k = -(-int(n) // neurons_per_core)
+        need += k
+        parts.append(f"layer '{name}': {n} neurons -> {k} cores")
+    if need > cores:
+        raise BudgetError(
+            f"the network does not fit the hardware profile: its neurons alone need {need} cores "
+            f"> {cores} on the chip ({profile_name}: cores; at most {neurons_per_core} neurons a "
+            f"core: {'; '.join(parts)[:400]}); use smaller layers, raise max_neurons_per_core, or "
+            f"a larger profile")
+
+
+def _first_feasible_cores(k_l: int, n_out: int, n_in: int, start: int, stop: int, capacity_of) -> int:
+    """Skip, at O(1) a try, the core counts in start..stop that certainly cannot
+    hold K_l: split_evenly gives at most two core sizes, and every core of size
+    s gets at least floor(K_l * s / n_out) of split_proportional's shares (the
+    same float64 arithmetic), so a count where that floor exceeds the size's
+    capacity fails the exact list check too. Returns the first count that may
+    fit (the exact loop of plan_network decides), or ``stop``."""
+    n = start
+    stop = min(stop, n_out)
+    while n < stop:
+        base, extra = divmod(n_out, n)
+        sizes = [s for s, m in ((base + 1, extra), (base, n - extra)) if m > 0 and s > 0]
+        floors = [int(np.floor(np.float64(k_l) * np.float64(s) / np.float64(n_out))) for s in sizes]
+        if all(f <= capacity_of(s, n_in) for f, s in zip(floors, sizes)):
+            return n
+        n += 1
+    return max(start, stop)
 
 
 def plan_table(plan: NetworkPlan) -> str:

@@ -30,11 +30,11 @@ import sys
 
 import numpy as np
 
-from deepr_neuro import lava_compat
-from deepr_neuro.backends import Backend, SimResult
-from deepr_neuro.emulator import check_inputs, check_network, layer_csr
+from deepr_neuro.simulate import lava_compat
+from deepr_neuro.simulate.backends import Backend, SimResult
+from deepr_neuro.simulate.emulator import check_inputs, check_network, layer_csr
 from deepr_neuro.errors import BackendError
-from deepr_neuro.integer_network import IntegerNetwork, NeuronParams
+from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams
 
 
 def absent_message(exc: BaseException) -> str:

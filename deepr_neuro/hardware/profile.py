@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import reprlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -73,6 +74,9 @@ __all__ = [
     "profile_to_dict",
     "format_validation_error",
     "read_yaml_mapping",
+    "read_text_file",
+    "StrictLoader",
+    "echo",
 ]
 
 # What Lava's bit-accurate models (lava-nc 0.10.0: proc/sparse, proc/dense,
@@ -143,7 +147,7 @@ def _model_at(model_cls: type, loc: Sequence[Any]) -> Optional[type]:
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word)[:100], list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -158,7 +162,7 @@ def format_validation_error(
         typ = e.get("type", "")
         ctx = e.get("ctx") or {}
         inp = e.get("input")
-        field = _loc_to_field(loc)
+        field = _loc_to_field(loc)[:120]
         original = ctx.get("error")
         if isinstance(original, _FieldIssue):
             field = _loc_to_field(loc + tuple(
@@ -167,7 +171,7 @@ def format_validation_error(
         elif typ == "extra_forbidden":
             owner = _model_at(model_cls, loc)
             allowed = sorted(owner.model_fields) if owner else []
-            key = str(loc[-1]) if loc else "?"
+            key = str(loc[-1])[:120] if loc else "?"
             msg = f"unknown key{_did_you_mean(key, allowed)}"
             if allowed:
                 msg += f" (allowed keys: {', '.join(allowed)})"
@@ -180,30 +184,32 @@ def format_validation_error(
                 "less_than": ("<", "lt"),
                 "less_than_equal": ("<=", "le"),
             }[typ]
-            msg = f"must be {op} {ctx.get(key)} (got {inp!r})"
+            msg = f"must be {op} {ctx.get(key)} (got {echo(inp)})"
+        elif typ == "finite_number":
+            msg = f"must be a finite number (got {echo(inp)})"
         elif typ.startswith("int_"):
-            msg = f"must be an integer (got {inp!r})"
+            msg = f"must be an integer (got {echo(inp)})"
         elif typ.startswith("float_"):
-            msg = f"must be a number (got {inp!r})"
+            msg = f"must be a number (got {echo(inp)})"
         elif typ.startswith("bool_"):
-            msg = f"must be true or false (got {inp!r})"
+            msg = f"must be true or false (got {echo(inp)})"
         elif typ.startswith("string_") and typ != "string_too_short":
-            msg = f"must be a string (got {inp!r})"
+            msg = f"must be a string (got {echo(inp)})"
         elif typ == "string_too_short":
-            msg = f"must not be empty (got {inp!r})"
+            msg = f"must not be empty (got {echo(inp)})"
         elif typ in ("list_type",):
-            msg = f"must be a list (got {inp!r})"
+            msg = f"must be a list (got {echo(inp)})"
         elif typ in ("model_type", "dict_type", "model_attributes_type"):
-            msg = f"must be a mapping of keys to values (got {inp!r})"
+            msg = f"must be a mapping of keys to values (got {echo(inp)})"
         elif typ == "literal_error":
             expected = ctx.get("expected", "")
             choices = [c.strip(" '\"") for c in str(expected).replace(" or ", ",").split(",")]
-            msg = (f"must be one of {expected} (got {inp!r})"
+            msg = (f"must be one of {expected} (got {echo(inp)})"
                    f"{_did_you_mean(inp, choices) if isinstance(inp, str) else ''}")
         elif typ == "value_error" and original is not None:
-            msg = str(original)
+            msg = str(original)[:600]
         else:
-            msg = f"{e.get('msg')} (got {inp!r})"
+            msg = f"{e.get('msg')} (got {echo(inp)})"
         where = f"field '{field}'" if field else "top level"
         lines.append(f"{source}: {where}: {msg}")
     return "\n".join(lines)
@@ -222,23 +228,145 @@ def validate_mapping(cls: type, data: Any, source: str, kind: str):
     return obj
 
 
-def read_yaml_mapping(path: str | Path, kind: str) -> dict:
-    """Read a YAML file that must hold a mapping; errors name the file."""
+# What a YAML input may hold. A profile or model spec is a few kB; these
+# bounds stop a hostile file (huge, or an alias "billion laughs" bomb) before
+# it costs memory or time.
+MAX_YAML_BYTES = 1 << 20        # 1 MiB per file
+MAX_YAML_ALIASES = 100          # '*name' references per file
+MAX_YAML_NODES = 100_000        # nodes after expanding every alias
+ECHO_CHARS = 200                # an echoed user value is cut to this many characters
+
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = _ECHO.maxother = ECHO_CHARS
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 8
+_ECHO.maxlevel = 3
+
+
+def echo(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` for an error message, bounded in time and length (a
+    deeply nested or huge value never reaches the message whole)."""
+    text = _ECHO.repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+class _YamlRefused(Exception):
+    """Raised inside the loader; turned into a ConfigError naming the file."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate mapping keys (PyYAML keeps the
+    last silently) and alias expansion beyond MAX_YAML_ALIASES references or
+    MAX_YAML_NODES nodes (an anchor bomb builds an exponentially large value
+    from a few lines)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _YamlRefused(
+                    f"line {mark.line + 1}: more than {MAX_YAML_ALIASES} alias references "
+                    f"('*name'); write the values out")
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _count_expanded(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise _YamlRefused(
+                        f"line {key_node.start_mark.line + 1}: duplicate key {echo(key)} (first "
+                        f"given at line {first}); YAML would keep only the last: remove one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_expanded(root) -> None:
+    """Nodes the document has once every alias is expanded; refuse past MAX_YAML_NODES.
+    Counted over the shared node graph with memoisation, so the count itself is cheap."""
+    memo: dict = {}
+
+    def size(node) -> int:
+        got = memo.get(id(node))
+        if got is not None:
+            return got
+        memo[id(node)] = MAX_YAML_NODES + 1  # a cycle (recursive alias) counts as too large
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        total = min(total, MAX_YAML_NODES + 1)
+        memo[id(node)] = total
+        return total
+
+    if size(root) > MAX_YAML_NODES:
+        raise _YamlRefused(
+            f"expanding its aliases ('*name') gives more than {MAX_YAML_NODES} values "
+            f"(an alias bomb?); write the values out")
+
+
+def read_text_file(path: str | Path, kind: str, max_bytes: int = MAX_YAML_BYTES) -> str:
+    """The UTF-8 text of a small input file; a missing, unreadable, binary or
+    oversized file is a ConfigError naming it."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            f"{p}: {kind} file not found"
-            + (" (it is a directory)" if p.is_dir() else "")
-            + "; check the path"
-        )
+    if p.is_dir():
+        raise ConfigError(f"{p}: {kind} file expected but this is a directory; give the YAML file's path")
+    if not p.exists():
+        raise ConfigError(f"{p}: {kind} file not found; check the path")
+    if not p.is_file():  # a FIFO would block the open, a socket or device makes no sense
+        raise ConfigError(f"{p}: {kind} file expected but this is not a regular file; give the YAML file's path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        with open(p, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the {kind} file ({exc.strerror or exc}); "
+                          f"check its permissions") from None
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{p}: {kind} file larger than {max_bytes} bytes; a {kind} is a "
+                          f"few kB of YAML: check the path")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text (UTF-8) YAML file") from None
+
+
+def read_yaml_mapping(path: str | Path, kind: str) -> dict:
+    """Read a YAML file that must hold a mapping; errors name the file.
+    Duplicate keys, alias bombs and files over MAX_YAML_BYTES are refused."""
+    p = Path(path)
+    text = read_text_file(p, kind)
+    try:
+        loader = StrictLoader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _YamlRefused as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a text (UTF-8) YAML file") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {str(getattr(exc, 'problem', exc))[:300]}") from None
+    except (RecursionError, ValueError, OverflowError) as exc:  # e.g. deeply nested flow, huge number
+        raise ConfigError(f"{p}: YAML value cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{p}: a {kind} must be a YAML mapping of keys to values "
@@ -248,6 +376,21 @@ def read_yaml_mapping(path: str | Path, kind: str) -> dict:
 
 
 # ---------------------------------------------------------------- the schema
+# Upper bounds on what a profile may claim: far above any published chip (Loihi:
+# 128 cores x 1024 neurons, 4096 axons, 1 Mbit synapse memory per core; TrueNorth:
+# 4096 cores), low enough that every later computation stays cheap and exact.
+MAX_CORES = 1 << 20                 # cores per chip
+MAX_NEURONS_PER_CORE = 1 << 20      # neurons (compartments) per core
+MAX_AXONS_PER_CORE = 1 << 24        # input / output axons per core
+MAX_SYNAPSES_PER_CORE = 1 << 32     # synapse count budget per core
+MAX_MEMORY_BITS_PER_CORE = 1 << 40  # synapse memory per core (bits)
+MAX_CHIP_TOTAL = 1 << 52            # chip totals (neurons, synapses, bytes)
+MAX_FORMAT_BITS = 4096              # memory word, chunk header (bits)
+MAX_CHUNK_SYNAPSES = 4096           # synapses per chunk
+MAX_FIELD_BITS = 64                 # one field of a synapse (index, delay, tag) and list lengths
+MAX_WEIGHT_EXP = 32                 # |shared weight exponent| (Loihi: 7)
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 10_000
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
@@ -256,16 +399,17 @@ class SynapseMemory(BaseModel):
 
     model_config = _STRICT
 
-    word_bits: int = Field(gt=0, description="memory word; a chunk is rounded up to whole words (bits)")
-    chunk_max_synapses: int = Field(gt=0, description="most synapses one chunk holds")
-    chunk_header_bits: int = Field(ge=0, description="fixed cost of one chunk (bits)")
-    delay_bits: int = Field(0, ge=0, description="synaptic delay field per synapse (bits)")
-    tag_bits: int = Field(0, ge=0, description="learning tag field per synapse (bits)")
+    word_bits: int = Field(gt=0, le=MAX_FORMAT_BITS,
+                           description="memory word; a chunk is rounded up to whole words (bits)")
+    chunk_max_synapses: int = Field(gt=0, le=MAX_CHUNK_SYNAPSES, description="most synapses one chunk holds")
+    chunk_header_bits: int = Field(ge=0, le=MAX_FORMAT_BITS, description="fixed cost of one chunk (bits)")
+    delay_bits: int = Field(0, ge=0, le=MAX_FIELD_BITS, description="synaptic delay field per synapse (bits)")
+    tag_bits: int = Field(0, ge=0, le=MAX_FIELD_BITS, description="learning tag field per synapse (bits)")
     index_bits: Optional[int] = Field(
-        None, ge=0, description="fixed post-neuron index field per sparse synapse (bits); "
+        None, ge=0, le=MAX_FIELD_BITS, description="fixed post-neuron index field per sparse synapse (bits); "
         "null: derive from the neurons on the core via index_bits_allowed")
     index_bits_allowed: Optional[list[int]] = Field(
-        None, description="index widths the chip offers (bits); the smallest that "
+        None, max_length=MAX_FIELD_BITS + 1, description="index widths the chip offers (bits); the smallest that "
         "addresses the core's neurons is used")
 
     @model_validator(mode="after")
@@ -279,9 +423,10 @@ class SynapseMemory(BaseModel):
             raise _FieldIssue(
                 "index_bits", "give index_bits or index_bits_allowed, not both")
         if self.index_bits_allowed:
-            bad = [b for b in self.index_bits_allowed if b < 0]
+            bad = [b for b in self.index_bits_allowed if not 0 <= b <= MAX_FIELD_BITS]
             if bad:
-                raise _FieldIssue("index_bits_allowed", f"widths must be >= 0 (got {bad})")
+                raise _FieldIssue("index_bits_allowed",
+                                  f"widths must be in 0..{MAX_FIELD_BITS} (got {echo(bad)})")
         return self
 
 
@@ -290,9 +435,10 @@ class ChipTotals(BaseModel):
 
     model_config = _STRICT
 
-    neurons: Optional[int] = Field(None, gt=0, description="neurons per chip")
-    synapses: Optional[int] = Field(None, gt=0, description="synapses per chip")
-    synapse_memory_bytes: Optional[int] = Field(None, gt=0, description="synapse memory per chip (bytes)")
+    neurons: Optional[int] = Field(None, gt=0, le=MAX_CHIP_TOTAL, description="neurons per chip")
+    synapses: Optional[int] = Field(None, gt=0, le=MAX_CHIP_TOTAL, description="synapses per chip")
+    synapse_memory_bytes: Optional[int] = Field(None, gt=0, le=MAX_CHIP_TOTAL,
+                                                description="synapse memory per chip (bytes)")
 
 
 class HardwareProfile(BaseModel):
@@ -300,22 +446,26 @@ class HardwareProfile(BaseModel):
 
     model_config = _STRICT
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    cores: int = Field(gt=0, description="neuro-cores per chip")
-    neurons_per_core: int = Field(gt=0, description="neurons (compartments) per core")
-    input_axons_per_core: int = Field(gt=0, description="distinct presynaptic sources per core")
-    output_axons_per_core: Optional[int] = Field(None, gt=0, description="fan-out axons per core")
-    synapses_per_core: Optional[int] = Field(None, gt=0, description="synapse count budget per core")
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    description: str = Field("", max_length=MAX_TEXT_CHARS)
+    cores: int = Field(gt=0, le=MAX_CORES, description="neuro-cores per chip")
+    neurons_per_core: int = Field(gt=0, le=MAX_NEURONS_PER_CORE, description="neurons (compartments) per core")
+    input_axons_per_core: int = Field(gt=0, le=MAX_AXONS_PER_CORE,
+                                      description="distinct presynaptic sources per core")
+    output_axons_per_core: Optional[int] = Field(None, gt=0, le=MAX_AXONS_PER_CORE,
+                                                 description="fan-out axons per core")
+    synapses_per_core: Optional[int] = Field(None, gt=0, le=MAX_SYNAPSES_PER_CORE,
+                                             description="synapse count budget per core")
     synapse_memory_bits_per_core: Optional[int] = Field(
-        None, gt=0, description="synapse memory per core (bits)")
+        None, gt=0, le=MAX_MEMORY_BITS_PER_CORE, description="synapse memory per core (bits)")
     synapse_memory: Optional[SynapseMemory] = None
     weight_bits: int = Field(description="weight bit width used by default (bits)")
-    weight_bits_allowed: list[int] = Field(min_length=1, description="weight widths the chip offers (bits)")
+    weight_bits_allowed: list[int] = Field(min_length=1, max_length=MAX_FIELD_BITS,
+                                           description="weight widths the chip offers (bits)")
     weight_min: int = Field(description="smallest integer weight")
     weight_max: int = Field(description="largest integer weight")
-    weight_exp_min: int = Field(description="smallest shared weight exponent")
-    weight_exp_max: int = Field(description="largest shared weight exponent")
+    weight_exp_min: int = Field(ge=-MAX_WEIGHT_EXP, le=MAX_WEIGHT_EXP, description="smallest shared weight exponent")
+    weight_exp_max: int = Field(ge=-MAX_WEIGHT_EXP, le=MAX_WEIGHT_EXP, description="largest shared weight exponent")
     threshold_mant_bits: int = Field(gt=0, description="threshold mantissa width (bits, unsigned)")
     bias_mant_bits: int = Field(gt=0, description="bias mantissa width (bits, signed incl. sign)")
     bias_exp_max: int = Field(ge=0, description="largest bias exponent")

@@ -3,7 +3,7 @@
 The integer backends (``emulator``, ``lava``, ``brian2``) implement the same
 fixed-point arithmetic and must give the same spikes, bit for bit;
 ``brian2-float`` (a continuous-time reading, see
-:mod:`deepr_neuro.brian2_backend`) is compared with the same measures but is
+:mod:`deepr_neuro.simulate.brian2_backend`) is compared with the same measures but is
 not expected to be identical.
 
 Every backend runs the same samples from zero state with full spike trains
@@ -19,9 +19,10 @@ and, per backend, classification agreement with the reference (share of
 samples with the same predicted class, :meth:`SimResult.predictions`) and
 accuracy against ``y`` when labels are given.
 
-``report.integer_backends_agree`` is True only when every integer backend in
-the run finished and is identical to the reference in every layer, step and
-sample. A backend that fails is recorded with its error (and so makes the
+``report.integer_backends_agree`` is True only when at least two integer
+backends ran on at least one sample and every integer backend in the run
+finished and is identical to the reference in every layer, step and sample
+(one integer backend alone compares nothing: not "agree"). A backend that fails is recorded with its error (and so makes the
 integer backends disagree) rather than aborting the other runs.
 
     report = crosscheck(net, x, y, steps=100)
@@ -37,9 +38,9 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from deepr_neuro.backends import Backend, SimResult, get_backend, unavailable_reason
+from deepr_neuro.simulate.backends import Backend, SimResult, get_backend, unavailable_reason
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.integer_network import IntegerNetwork
+from deepr_neuro.network.integer_network import IntegerNetwork
 
 DEFAULT_BACKENDS = ("emulator", "lava", "brian2", "brian2-float")
 #: Backends that are not meant to be bit-exact; everything else is.
@@ -100,14 +101,34 @@ class CrosscheckReport:
         return [name for name, run in self.runs.items() if run.exact]
 
     @property
+    def compared(self) -> bool:
+        """At least two integer backends ran (and the reference is one), on at least one sample."""
+        ran = [n for n in self.integer_backends if self.runs[n].ok]
+        return (self.n_samples >= 1 and self.steps >= 1 and len(ran) >= 2
+                and self.reference in ran)
+
+    @property
     def integer_backends_agree(self) -> bool:
-        """True iff every integer backend ran and matches the reference exactly."""
+        """True iff every integer backend ran and matches the reference exactly, and
+        something was compared: at least two integer backends on at least one sample."""
         for name in self.integer_backends:
             if not self.runs[name].ok:
                 return False
-        if not self.runs[self.reference].ok:
+        if not self.runs[self.reference].ok or not self.compared:
             return False
         return all(a.identical for a in self.layers if self.runs[a.backend].exact)
+
+    def verdict(self) -> str:
+        """One line: what was compared and whether the integer backends agree."""
+        ints = self.integer_backends
+        if self.n_samples < 1 or self.steps < 1:
+            return f"integer backends agree: NO (nothing compared: {self.n_samples} samples x {self.steps} steps)"
+        if len(ints) < 2:
+            return (f"integer backends agree: NO (nothing compared: {len(ints)} integer backend"
+                    f"{'' if len(ints) == 1 else 's'} ({', '.join(ints) or 'none'}); give at least two, "
+                    "e.g. --backends emulator,brian2)")
+        return ("integer backends agree: " + ("yes" if self.integer_backends_agree else "NO")
+                + f" ({', '.join(ints)} on {self.n_samples} samples x {self.steps} steps)")
 
     def agreement(self, backend: str) -> List[LayerAgreement]:
         return [a for a in self.layers if a.backend == backend]
@@ -133,6 +154,8 @@ class CrosscheckReport:
             "layers": list(self.layer_names),
             "integer_backends_agree": self.integer_backends_agree,
             "skipped": dict(self.skipped),
+            "integer_backends_compared": [n for n in self.integer_backends if self.runs[n].ok]
+            if self.compared else [],
             "backends": {
                 name: {
                     "exact": run.exact,
@@ -200,8 +223,7 @@ class CrosscheckReport:
                     f"{a.backend:<14} {a.layer_name[:12]:<12} {a.n_neurons:>7} "
                     f"{pct(a.spike_identity):>9} {corr(a.count_correlation):>8} "
                     f"{a.mismatches:>9} {f'{a.reference_spikes}/{a.spikes}':>17}  {first}")
-        lines += ["", "integer backends agree: "
-                  + ("yes" if self.integer_backends_agree else "NO")]
+        lines += ["", self.verdict()]
         return "\n".join(lines)
 
 
@@ -255,7 +277,7 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
                reference: Optional[str] = None) -> CrosscheckReport:
     """Run ``net`` on every backend with the same samples and compare them.
 
-    ``backends`` holds registry names (:func:`deepr_neuro.backends.get_backend`)
+    ``backends`` holds registry names (:func:`deepr_neuro.simulate.backends.get_backend`)
     or Backend instances (their ``name`` labels them). ``reference`` defaults to
     ``"emulator"`` when present, else the first backend. ``y`` (labels) may be
     None, then accuracies are None. ``backends=None`` means DEFAULT_BACKENDS less
@@ -269,6 +291,10 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
     if not backends:
         raise ConfigError("crosscheck: backends: give at least one backend")
     x = np.atleast_2d(np.asarray(x_uint8))
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ConfigError(f"crosscheck: steps must be a positive integer (got {str(steps)[:40]})")
+    if x.shape[0] < 1:
+        raise ConfigError("crosscheck: no samples to compare; give at least one")
     if y is not None:
         y = np.asarray(y).ravel()
         if y.shape[0] != x.shape[0]:

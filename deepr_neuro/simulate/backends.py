@@ -9,7 +9,7 @@ optional (lava-nc 0.10.0 needs numpy <2, so it is absent on Python 3.13+):
 ``get_backend("lava")`` raises that as a :class:`BackendError`.
 
 Every backend's ``run`` follows the semantics in
-:mod:`deepr_neuro.integer_network`: each sample starts from zero state and
+:mod:`deepr_neuro.network.integer_network`: each sample starts from zero state and
 runs ``steps`` steps.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from deepr_neuro.errors import BackendError
-from deepr_neuro.integer_network import IntegerNetwork
+from deepr_neuro.network.integer_network import IntegerNetwork
 
 
 @dataclass
@@ -77,7 +77,7 @@ def get_backend(name: str) -> Backend:
 @functools.lru_cache(maxsize=None)
 def lava_unavailable_reason() -> Optional[str]:
     """None when Lava imports in this interpreter, else why not and the fix (cached)."""
-    from deepr_neuro.lava_backend import _import_lava
+    from deepr_neuro.simulate.lava_backend import _import_lava
     try:
         _import_lava()
     except BackendError as exc:
@@ -93,7 +93,7 @@ def unavailable_reason(name: str) -> Optional[str]:
 
 
 def _emulator() -> Backend:
-    from deepr_neuro.emulator import EmulatorBackend
+    from deepr_neuro.simulate.emulator import EmulatorBackend
     return EmulatorBackend()
 
 
@@ -101,17 +101,17 @@ def _lava() -> Backend:
     reason = lava_unavailable_reason()
     if reason is not None:
         raise BackendError(reason)
-    from deepr_neuro.lava_backend import LavaBackend
+    from deepr_neuro.simulate.lava_backend import LavaBackend
     return LavaBackend()
 
 
 def _brian2() -> Backend:
-    from deepr_neuro.brian2_backend import Brian2Backend
+    from deepr_neuro.simulate.brian2_backend import Brian2Backend
     return Brian2Backend(mode="integer")
 
 
 def _brian2_float() -> Backend:
-    from deepr_neuro.brian2_backend import Brian2Backend
+    from deepr_neuro.simulate.brian2_backend import Brian2Backend
     return Brian2Backend(mode="float")
 
 

@@ -144,54 +144,102 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.flatnonzero(mask), held_idx
 
 
-def _open_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(
-                f"{path}: corrupt or truncated gzip file ({exc}); "
-                f"re-fetch or reinstall it") from None
-    return raw
+# What an IDX file may declare: far above MNIST (60,000 x 28 x 28 = 47 MB), low
+# enough that a corrupt or hostile header (or a gzip bomb: a few kB that inflate
+# to GBs) is refused before the memory is spent.
+MAX_IDX_PAYLOAD_BYTES = 1 << 30  # 1 GiB decompressed
+MAX_IDX_DIM = 1 << 28            # any one dimension
+
+
+def _read_at_most(stream, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the stream), read in
+    pieces so a decompressing stream never inflates more than ``n`` bytes."""
+    parts, got = [], 0
+    while got < n:
+        piece = stream.read(min(n - got, 1 << 24))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzipped or raw, detected from its bytes).
 
     Checks the magic number (two zero bytes, a known type code, 1..4
-    dimensions), that no dimension is zero and that the payload is exactly
-    the size the header declares. Any failure is a DataError naming the file.
-    Returns a native-endian array of the declared shape.
+    dimensions), that no dimension is zero, that the declared size is within
+    MAX_IDX_PAYLOAD_BYTES, and that the payload is exactly the size the header
+    declares. Streams: at most the declared size plus one byte is ever read
+    or decompressed (a gzip bomb costs no more than its header claims).
+    Any failure is a DataError naming the file. Returns a native-endian array
+    of the declared shape.
     """
     p = Path(path)
-    data = _open_bytes(p)
-    if len(data) < 4:
-        raise DataError(f"{p}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or not 1 <= data[3] <= 4:
+    if p.is_dir():
+        raise DataError(f"{p}: an IDX file expected but this is a directory")
+    if p.exists() and not p.is_file():  # a FIFO would block the open
+        raise DataError(f"{p}: an IDX file expected but this is not a regular file")
+    try:
+        f = open(p, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc}); check its permissions") from None
+    try:
+        with f:
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+            try:
+                return _read_idx_stream(p, stream)
+            finally:
+                if gz:
+                    stream.close()
+    except (OSError, EOFError, zlib.error) as exc:
+        if gz:
+            raise DataError(
+                f"{p}: corrupt or truncated gzip file ({exc}); "
+                f"re-fetch or reinstall it") from None
+        raise DataError(f"{p}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _read_idx_stream(p: Path, stream) -> np.ndarray:
+    head = _read_at_most(stream, 4)
+    if len(head) < 4:
+        raise DataError(f"{p}: not an IDX file: {len(head)} bytes, shorter than the 4-byte magic number")
+    if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES or not 1 <= head[3] <= 4:
         raise DataError(
-            f"{p}: not an IDX file: bad magic number 0x{data[:4].hex()} (expected "
+            f"{p}: not an IDX file: bad magic number 0x{head[:4].hex()} (expected "
             f"00 00, a type code in {{08,09,0b,0c,0d,0e}}, and 1..4 dimensions)")
-    dtype = _IDX_TYPES[data[2]]
-    ndim = data[3]
+    dtype = _IDX_TYPES[head[2]]
+    ndim = head[3]
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{p}: truncated IDX header ({len(data)} bytes, need {header})")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dim_bytes = _read_at_most(stream, 4 * ndim)
+    if len(dim_bytes) < 4 * ndim:
+        raise DataError(f"{p}: truncated IDX header ({4 + len(dim_bytes)} bytes, need {header})")
+    dims = tuple(int(d) for d in np.frombuffer(dim_bytes, dtype=">u4", count=ndim))
     if any(d == 0 for d in dims):
         raise DataError(f"{p}: IDX header declares an empty dimension {dims}")
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
+    payload = dtype.itemsize
+    for d in dims:
+        payload *= d
+    if max(dims) > MAX_IDX_DIM or payload > MAX_IDX_PAYLOAD_BYTES:
         raise DataError(
-            f"{p}: IDX file {what}: header declares shape {dims} "
-            f"({expected} bytes in all) but the file holds {len(data)} bytes")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+            f"{p}: IDX header declares shape {dims} ({payload} bytes of data), above the "
+            f"limit of {MAX_IDX_PAYLOAD_BYTES} bytes (and {MAX_IDX_DIM} a dimension); the "
+            f"file is corrupt or not a data set this toolkit trains on")
+    expected = header + payload
+    data = _read_at_most(stream, payload + 1)
+    if len(data) != payload:
+        if len(data) < payload:
+            raise DataError(
+                f"{p}: IDX file truncated: header declares shape {dims} "
+                f"({expected} bytes in all) but the file holds {header + len(data)} bytes")
+        raise DataError(
+            f"{p}: IDX file has trailing bytes: header declares shape {dims} "
+            f"({expected} bytes in all) but the file holds more")
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
@@ -320,11 +368,16 @@ def load_dataset(name: str, data_dir: Optional[str | Path] = None,
     that names it and says how to get it."""
     if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) < 1.0:
         raise DataError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"seed must be an integer >= 0 (got {seed!r})")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 2 ** 32 - 1:
+        raise DataError(f"seed must be an integer in 0..{2 ** 32 - 1} (got {str(seed)[:40]})")
     key = str(name).strip().lower().replace("_", "-")
     dd = Path(data_dir) if data_dir is not None else None
     if key == "digits":
+        if dd is not None:
+            raise DataError(
+                f"--data-dir {str(dd)[:200]}: the digits data set is built into scikit-learn and "
+                f"reads no files, so --data-dir would be ignored; drop --data-dir, or choose "
+                f"--dataset mnist / fashion-mnist to train on the IDX files there")
         return _load_digits(float(val_fraction), int(seed))
     if key in ("fashion-mnist", "fashionmnist"):
         return _load_fashion(dd, float(val_fraction), int(seed))

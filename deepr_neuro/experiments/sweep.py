@@ -23,8 +23,15 @@ recorded as ``skipped`` with the reason. Cells that fail for any other reason
 get no result file (a rerun tries them again) and make the sweep end with
 status 1.
 
+One process at a time writes a sweep directory (a lock beside it, see
+``rundir.py``); ``overwrite`` replaces only a sweep directory holding nothing
+but a sweep's files, and only once the new sweep has run (it is built in a
+sibling ``.OUT.new-PID``). A file in ``results/`` that is no result record
+is ignored with one warning.
+
 Workers: ``workers`` local processes (spawned, BLAS limited to one thread
-each, so N cells use N cores), or ``scheduler="tcp://host:port"``: the cells
+each, so N cells use N cores; they end when this process dies, even by
+kill -9), or ``scheduler="tcp://host:port"``: the cells
 go to that Dask distributed cluster. Its workers need deepr-neuro installed
 and the sweep directory (and ``--data-dir``) at the same path, e.g. on a
 shared file system; results and summaries are written by this process.
@@ -44,8 +51,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from deepr_neuro.bundle import MANIFEST, _atomic_write, write_json
-from deepr_neuro.errors import BudgetError, ConfigError, DeeprError
+from deepr_neuro.store.bundle import MANIFEST, _atomic_write, write_json
+from deepr_neuro.errors import BudgetError, BundleError, ConfigError, DeeprError
 
 FORMAT = "deepr-neuro-sweep"
 VERSION = 1
@@ -150,8 +157,8 @@ class SweepConfig:
 
     def load(self):
         """(profile, spec with overrides) read from disk."""
-        from deepr_neuro.model_spec import load_model_spec
-        from deepr_neuro.profile import load_profile
+        from deepr_neuro.training.model_spec import load_model_spec
+        from deepr_neuro.hardware.profile import load_profile
 
         profile = load_profile(self.profile_path)
         spec = load_model_spec(self.model_path).with_overrides(**self.overrides)
@@ -199,8 +206,8 @@ def one_blas_thread():
 
 def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
     """Plain-data description of one cell's job (what a worker receives)."""
-    from deepr_neuro.model_spec import model_spec_to_dict
-    from deepr_neuro.profile import profile_to_dict
+    from deepr_neuro.training.model_spec import model_spec_to_dict
+    from deepr_neuro.hardware.profile import profile_to_dict
 
     profile, spec = config.load()
     out = Path(config.out).resolve()
@@ -212,9 +219,9 @@ def cell_task(config: SweepConfig, cell: Cell) -> Dict[str, Any]:
 
 
 def _cell_objects(task: Dict[str, Any]):
-    from deepr_neuro.model_spec import ModelSpec
-    from deepr_neuro.profile import HardwareProfile
-    from deepr_neuro.train import TrainSettings
+    from deepr_neuro.training.model_spec import ModelSpec
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.training.trainer import TrainSettings
 
     profile = HardwareProfile.from_dict(task["profile"], source=task["profile_path"])
     spec = ModelSpec.from_dict(task["model"], source=task["model_path"]).with_overrides(
@@ -226,7 +233,7 @@ def _cell_objects(task: Dict[str, Any]):
 
 def feasibility(task: Dict[str, Any]) -> Optional[str]:
     """None if the cell can run, else the reason it cannot (the chip, the budget rule)."""
-    from deepr_neuro.train import build_plan
+    from deepr_neuro.training.trainer import build_plan
 
     if task["method"] in DENSE_METHODS and task["connectivity"] < 1.0:
         return f"{task['method']} trains every connection: only connectivity 1.0 applies"
@@ -267,8 +274,8 @@ def run_cell(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
-    from deepr_neuro.datasets import load_dataset
-    from deepr_neuro.train import CHECKPOINT, train
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.trainer import CHECKPOINT, train
 
     profile, spec, settings = _cell_objects(task)
     run_dir = Path(task["run_dir"])
@@ -284,10 +291,10 @@ def _train_cell(task: Dict[str, Any]) -> Dict[str, Any]:
         try:
             train(profile, spec, settings, data, run_dir, resume=resume, progress=False,
                   profile_path=task["profile_path"], spec_path=task["model_path"])
-        except ConfigError:
+        except (ConfigError, BundleError):
             if not resume:
                 raise
-            # the checkpoint belongs to other settings (the sweep was changed): start over
+            # the checkpoint belongs to other settings (the sweep was changed) or is damaged: start over
             shutil.rmtree(run_dir)
             resumed_from = None
             train(profile, spec, settings, data, run_dir, progress=False,
@@ -309,9 +316,9 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
 
 def result_from_run(task: Dict[str, Any], run_dir: Path, resumed_from=None) -> Dict[str, Any]:
     """The result record of a finished run directory (manifest + history)."""
-    from deepr_neuro.bundle import load_bundle
-    from deepr_neuro.report import core_report
-    from deepr_neuro.train import HISTORY
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.hardware.report import core_report
+    from deepr_neuro.training.trainer import HISTORY
 
     manifest, arrays = load_bundle(run_dir)
     history = json.loads((run_dir / HISTORY).read_text())["epochs"]
@@ -342,16 +349,76 @@ def result_from_run(task: Dict[str, Any], run_dir: Path, resumed_from=None) -> D
 
 # --------------------------------------------------------------------- summary
 def load_results(out: Path) -> List[Dict[str, Any]]:
-    """Every result record under OUT/results/, sorted by method, connectivity, seed."""
+    """Every result record under OUT/results/, sorted by method, connectivity, seed.
+    A file that is not a result record of this sweep is ignored with one warning."""
     rdir = Path(out) / RESULTS
     records = []
     for path in sorted(rdir.glob("*.json")) if rdir.is_dir() else []:
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue  # a foreign or damaged file: the cell counts as not done
+        record = read_result(path)
+        if record is not None:
+            records.append(record)
     records.sort(key=lambda r: (method_key(r["method"]), r["connectivity"], r["seed"]))
     return records
+
+
+_warned: set = set()
+
+
+def read_result(path: Path) -> Optional[Dict[str, Any]]:
+    """The record in ``path``, or None (warned once) when it is not one: a stray
+    or damaged file counts as no result, so its cell runs again."""
+    try:
+        record = json.loads(Path(path).read_text())
+        why = result_problem(record, Path(path).stem)
+    except (OSError, ValueError) as e:
+        why = f"cannot be read ({type(e).__name__})"
+    if why is None:
+        return record
+    key = str(path)
+    if key not in _warned:
+        _warned.add(key)
+        import sys
+
+        print(f"warning: {path}: not a result record of this sweep ({why}); ignored (its cell, if any, "
+              "runs again); move the file out of results/ to silence this", file=sys.stderr)
+    return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def result_problem(record: Any, stem: str) -> Optional[str]:
+    """Why ``record`` is not a usable result record named ``stem`` (None: it is)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    need = {"cell": str, "method": str, "status": str}
+    for key, kind in need.items():
+        if not isinstance(record.get(key), kind):
+            return f"field '{key}' missing or not a {kind.__name__}"
+    if not _number(record.get("connectivity")) or not 0 < record["connectivity"] <= 1:
+        return "field 'connectivity' missing or not in (0, 1]"
+    if not isinstance(record.get("seed"), int) or isinstance(record.get("seed"), bool):
+        return "field 'seed' missing or not an integer"
+    if record["cell"] != stem or cell_name(record["method"], record["connectivity"], record["seed"]) != stem:
+        return f"its cell, method, connectivity and seed do not match the file name {stem!r}"
+    if record["status"] == "skipped":
+        return None if isinstance(record.get("reason"), str) else "field 'reason' missing"
+    if record["status"] != "ok":
+        return f"field 'status' is {str(record['status'])[:40]!r}, expected 'ok' or 'skipped'"
+    for key in ("test_accuracy", "val_accuracy", "fraction", "seconds", "connections", "steps_per_epoch"):
+        if not _number(record.get(key)):
+            return f"field '{key}' missing or not a number"
+    for key in ("K", "rewired_per_epoch"):
+        if not isinstance(record.get(key), list):
+            return f"field '{key}' missing or not a list"
+    if not all(isinstance(e, list) and all(_number(v) for v in e) for e in record["rewired_per_epoch"]):
+        return "field 'rewired_per_epoch' is not a list of per-layer counts"
+    if not isinstance(record.get("run_dir"), str):
+        return "field 'run_dir' missing"
+    if not isinstance(record.get("history", []), list):
+        return "field 'history' is not a list"
+    return None
 
 
 def _stats(values: List[float]) -> Dict[str, Optional[float]]:
@@ -368,7 +435,7 @@ def summarize(records: List[Dict[str, Any]], sweep: Optional[Dict[str, Any]] = N
     """Per method x connectivity: seeds, test / validation accuracy (mean, sample
     std over seeds (ddof 1; null for one seed), min, max), K, seconds; plus
     the skipped cells with their reasons."""
-    from deepr_neuro.train import diverged_epoch
+    from deepr_neuro.training.trainer import diverged_epoch
 
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in records:
@@ -486,9 +553,9 @@ def write_summary(out: Path, failed: Optional[Dict[str, str]] = None) -> Dict[st
 # --------------------------------------------------------------------- sweep file
 def _fingerprint(config: SweepConfig, profile, spec) -> Dict[str, Any]:
     """What every cell of a sweep shares; a rerun into the same OUT must match it."""
-    from deepr_neuro.model_spec import model_spec_to_dict
-    from deepr_neuro.profile import profile_to_dict
-    from deepr_neuro.train import TrainSettings
+    from deepr_neuro.training.model_spec import model_spec_to_dict
+    from deepr_neuro.hardware.profile import profile_to_dict
+    from deepr_neuro.training.trainer import TrainSettings
 
     settings = asdict(TrainSettings.from_spec(spec, data_dir=config.data_dir, weight_bits=config.weight_bits))
     for k in ("method", "seed", "connectivity"):
@@ -563,7 +630,8 @@ def _local_results(tasks: List[Dict[str, Any]], workers: int) -> Iterator[Dict[s
     import multiprocessing
 
     with _env(ONE_THREAD_ENV):  # inherited by the spawned workers before they import numpy
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(run_cell, t): t for t in tasks}
         for fut in as_completed(futures):
@@ -578,6 +646,32 @@ def _local_results(tasks: List[Dict[str, Any]], workers: int) -> Iterator[Dict[s
                     "(worker processes are spawned)") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the sweep's process dies, even
+    by kill -9 (Linux: the kernel sends SIGTERM; elsewhere, and as a fallback,
+    a thread that watches the parent's pid)."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="deepr-neuro-parent-watch", daemon=True).start()
 
 
 def _dask_results(tasks: List[Dict[str, Any]], scheduler: Any) -> Iterator[Dict[str, Any]]:
@@ -623,22 +717,61 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
     process). ``scheduler``: a Dask scheduler address (``tcp://host:port``) or
     a ``dask.distributed.Client``; then ``workers`` is ignored.
     """
-    out = Path(config.out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    from dataclasses import replace
+
+    from deepr_neuro.store.rundir import DirLock, Target, check_out_path
+
+    check_out_path(Path(config.out))
+    # everything is checked before the sweep directory is touched (an --overwrite that fails keeps the old one)
     profile, spec = config.load()
     _check_methods(spec, config.methods)
     seeds = config.seed_list(spec)
     cells = expand_grid(config.methods, config.connectivities, seeds)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: need at least 1 (got {workers})")
+    with DirLock(Path(config.out), what="sweep"):
+        target = Target(Path(config.out), kind="sweep", overwrite=overwrite)
+        for note in target.notes:
+            import sys
+
+            print(f"note: {config.out}: {note}", file=sys.stderr)
+        if target.replacing and any(feasibility(cell_task(config, c)) is None for c in cells):
+            _check_dataset(config, spec, seeds)
+        work = target.begin()  # OUT itself, or a sibling .OUT.new-PID while replacing an old sweep
+        try:
+            outcome = _run_sweep_in(replace(config, out=str(work)), profile, spec, seeds, cells, workers=workers,
+                                    scheduler=scheduler, progress=progress, on_result=on_result)
+        except BaseException:
+            target.abort()  # the old sweep stays as it was
+            raise
+        target.commit()
+        outcome.out = Path(config.out)
+        return outcome
+
+
+def _check_dataset(config: SweepConfig, spec, seeds: List[int]) -> None:
+    """A missing data set is one clear error, not a failure in every cell."""
+    from deepr_neuro.training.datasets import load_dataset
+    from deepr_neuro.training.model_spec import check_model_fits_data
+
+    s = spec.training
+    data = load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
+    check_model_fits_data(spec, data)  # one clear error, not one per cell
+
+
+def _run_sweep_in(config: SweepConfig, profile, spec, seeds: List[int], cells: List[Cell], *,
+                  workers: Optional[int], scheduler: Any, progress: bool,
+                  on_result: Optional[Callable[[Dict[str, Any]], None]]) -> SweepOutcome:
+    """The sweep itself, in ``config.out`` (run_sweep holds its lock)."""
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     sweep = prepare_out(config, profile, spec, seeds)
     outcome = SweepOutcome(out=out, cells=cells)
 
     pending = []
     for cell in cells:
-        if (out / RESULTS / f"{cell.name}.json").exists():
+        path = out / RESULTS / f"{cell.name}.json"
+        if path.exists() and read_result(path) is not None:
             outcome.reused.append(cell.name)
         else:
             pending.append(cell)
@@ -653,10 +786,7 @@ def run_sweep(config: SweepConfig, *, workers: Optional[int] = None, scheduler: 
             write_json(out / RESULTS / f"{task['name']}.json", skipped_record(task, reason))
             outcome.skipped.append(task["name"])
     if runnable:  # a missing data set is one clear error, not a failure in every cell
-        from deepr_neuro.datasets import load_dataset
-
-        s = spec.training
-        load_dataset(spec.dataset, data_dir=config.data_dir, val_fraction=s.val_fraction, seed=seeds[0])
+        _check_dataset(config, spec, seeds)
     outcome.summary = write_summary(out)
 
     bar = None

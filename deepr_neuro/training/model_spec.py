@@ -32,10 +32,11 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.profile import (
+from deepr_neuro.hardware.profile import (
     HardwareProfile,
     _FieldIssue,
     _did_you_mean,
+    echo,
     format_validation_error,
     read_yaml_mapping,
     validate_mapping,
@@ -55,6 +56,7 @@ __all__ = [
     "layer_budgets",
     "reference_theta_min",
     "SNAP_RELATIVE_TOLERANCE",
+    "check_model_fits_data",
 ]
 
 # A --connectivity request within this relative distance of the spec's own
@@ -63,6 +65,25 @@ __all__ = [
 SNAP_RELATIVE_TOLERANCE = 0.005
 
 _CFG = ConfigDict(extra="forbid", frozen=True, strict=True)
+# NaN and +-inf are refused in every float field (pydantic: allow_inf_nan=False)
+_TRAIN_CFG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+# Upper bounds on what a model spec / a run may ask for: far above any network
+# this toolkit maps (LeNet-300-100: 784 inputs, 300 neurons, 266,200 potential
+# connections), low enough that a typo (an extra zero or three) is refused at
+# once instead of costing hours or all memory.
+MAX_LAYER_SIZE = 10_000_000           # neurons in one layer, and input_size
+MAX_LAYERS = 100                      # weight layers
+MAX_POTENTIAL_CONNECTIONS = 1_000_000_000  # sum of n_in x n_out: training keeps a sign
+                                      # (int8) and a bit for each, about 2 GB at this bound
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_SEED = 2 ** 32 - 1                # NumPy's RandomState takes seeds 0..2^32-1
+MAX_L1 = 1.0                          # alpha, l1_alpha: an L1 term above 1 outweighs the whole
+                                      # cross-entropy (about 2.3 at chance) and removes every connection
+MAX_ADAM_EPS = 1.0                    # Adam's epsilon is a guard against 0 / 0, not a step size
+MAX_NAME_CHARS = 200
+MAX_TEXT_CHARS = 10_000
 
 
 class LayerSpec(BaseModel):
@@ -70,8 +91,8 @@ class LayerSpec(BaseModel):
 
     model_config = _CFG
 
-    name: str = Field(min_length=1, description="layer name (unique)")
-    size: int = Field(gt=0, description="neurons in this layer")
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, description="layer name (unique)")
+    size: int = Field(gt=0, le=MAX_LAYER_SIZE, description="neurons in this layer")
     connectivity: Any = Field(
         description="target fraction p of the n_in x n_out weights kept (0 < p <= 1), "
         "or 'fill': as many as the per-core budget holds")
@@ -88,34 +109,37 @@ class LayerSpec(BaseModel):
                 p = float(p)
             except ValueError:
                 raise ValueError(
-                    f"must be a fraction in (0, 1] or 'fill' (got {p!r})") from None
+                    f"must be a fraction in (0, 1] or 'fill' (got {echo(p)})") from None
         if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise ValueError(f"must be a fraction in (0, 1] or 'fill' (got {p!r})")
-        p = float(p)
+            raise ValueError(f"must be a fraction in (0, 1] or 'fill' (got {echo(p)})")
+        try:
+            p = float(p)
+        except OverflowError:
+            p = math.inf
         if math.isnan(p) or not 0.0 < p <= 1.0:
             raise ValueError(
-                f"must be in (0, 1] or 'fill' (got {p!r}); e.g. 0.1 keeps 10 % of the weights")
+                f"must be in (0, 1] or 'fill' (got {echo(p)}); e.g. 0.1 keeps 10 % of the weights")
         return p
 
 
 class TrainingSpec(BaseModel):
     """Training defaults; every one can be overridden from the command line."""
 
-    model_config = _CFG
+    model_config = _TRAIN_CFG
 
-    epochs: int = Field(10, gt=0, description="passes over the training set")
-    batch_size: int = Field(10, gt=0, description="samples per gradient step")
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="passes over the training set")
+    batch_size: int = Field(10, gt=0, le=MAX_BATCH_SIZE, description="samples per gradient step")
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.5, gt=0, description="learning rate eta")
     lr_decay: float = Field(0.8, gt=0, le=1, description="lr multiplied by this after every epoch")
-    alpha: float = Field(1e-5, ge=0, description="L1 coefficient on active theta")
+    alpha: float = Field(1e-5, ge=0, le=MAX_L1, description="L1 coefficient on active theta")
     noise: float = Field(1e-5, ge=0, description="noise scale sigma; temperature T = lr*sigma^2/2")
     method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
                     "l1"] = "deepr"
-    l1_alpha: float = Field(1e-4, ge=0, description="L1 strength of the l1 baseline (other methods use alpha)")
+    l1_alpha: float = Field(1e-4, ge=0, le=MAX_L1, description="L1 strength of the l1 baseline (other methods use alpha)")
     dense_lr: Optional[float] = Field(None, gt=0, description="learning rate of the baselines with a dense "
                                                              "phase (dense, prune-retrain, l1); null = lr")
-    qat_epochs: int = Field(0, ge=0, description="last epochs trained with quantized weights in the "
+    qat_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="last epochs trained with quantized weights in the "
                                                   "forward pass (straight-through), budgets still enforced")
     prune_epoch_fraction: float = Field(
         0.5, gt=0, lt=1, description="prune-retrain: share of the epochs trained dense before pruning")
@@ -124,9 +148,9 @@ class TrainingSpec(BaseModel):
         "code's rule of thumb -(1-p)/(p*alpha/T) per layer (see reference_theta_min)")
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_eps: float = Field(1e-8, gt=0)
+    adam_eps: float = Field(1e-8, gt=0, le=MAX_ADAM_EPS)
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training data held out")
-    seed: int = Field(0, ge=0, description="seed of init, sampling and data split")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of init, sampling and data split")
 
     @model_validator(mode="before")
     @classmethod
@@ -151,12 +175,12 @@ class ModelSpec(BaseModel):
 
     model_config = _CFG
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    input_size: int = Field(gt=0, description="input features (e.g. 784 pixels)")
-    layers: list[LayerSpec] = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    description: str = Field("", max_length=MAX_TEXT_CHARS)
+    input_size: int = Field(gt=0, le=MAX_LAYER_SIZE, description="input features (e.g. 784 pixels)")
+    layers: list[LayerSpec] = Field(min_length=1, max_length=MAX_LAYERS)
     max_neurons_per_core: Optional[int] = Field(
-        None, gt=0, description="place at most this many neurons of a layer on one core")
+        None, gt=0, le=MAX_LAYER_SIZE, description="place at most this many neurons of a layer on one core")
     dataset: str = Field("digits", description="default data set")
     training: TrainingSpec = TrainingSpec()
 
@@ -177,7 +201,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSpec":
-        from deepr_neuro.datasets import DATASET_NAMES
+        from deepr_neuro.training.datasets import DATASET_NAMES
 
         seen: dict[str, int] = {}
         for i, layer in enumerate(self.layers):
@@ -187,9 +211,19 @@ class ModelSpec(BaseModel):
                     f"layer name {layer.name!r} is already used by layers[{seen[layer.name]}]; "
                     f"names must be unique")
             seen[layer.name] = i
+        potential, n_in = 0, self.input_size
+        for i, layer in enumerate(self.layers):
+            potential += n_in * layer.size
+            if potential > MAX_POTENTIAL_CONNECTIONS:
+                raise _FieldIssue(
+                    f"layers.{i}.size",
+                    f"the network reaches {potential} potential connections (sum of n_in x n_out) "
+                    f"at layer {layer.name!r}, above the bound {MAX_POTENTIAL_CONNECTIONS} (training "
+                    f"keeps a sign and a bit for each: about 2 GB there); use smaller layers")
+            n_in = layer.size
         if self.dataset not in DATASET_NAMES:
             raise _FieldIssue(
-                "dataset", f"unknown data set {self.dataset!r}"
+                "dataset", f"unknown data set {echo(self.dataset)}"
                 f"{_did_you_mean(self.dataset, DATASET_NAMES)} (known: {', '.join(DATASET_NAMES)})")
         return self
 
@@ -226,7 +260,11 @@ class ModelSpec(BaseModel):
             spec = type(self).model_validate(data)
         except ValidationError as err:
             msg = format_validation_error(err, src, type(self))
-            raise ConfigError(msg) from None
+            lines = msg.split("\n")
+            for k in kw:  # name the flag that set the field
+                where = (f"field 'training.{k}':" if k not in top_keys else f"field '{k}':")
+                lines = [f"{ln} [set by --{k.replace('_', '-')}]" if where in ln else ln for ln in lines]
+            raise ConfigError("\n".join(lines)) from None
         spec._source = self.source
         return spec
 
@@ -379,5 +417,26 @@ def reference_theta_min(p: float, alpha: float, lr: float, noise: float) -> floa
             "training.theta_min is null but the rule of thumb -(1-p)/(p*alpha/T) needs "
             f"alpha > 0, noise > 0 and lr > 0 (got alpha={alpha}, noise={noise}, lr={lr}); "
             "set training.theta_min explicitly (e.g. -1e-4)")
-    from deepr_neuro.deepr import theta_min_rule  # one formula, shared with the trainer
+    from deepr_neuro.training.deepr import theta_min_rule  # one formula, shared with the trainer
     return theta_min_rule(p, alpha, noise, lr)
+
+
+def check_model_fits_data(spec: ModelSpec, data) -> None:
+    """Refuse, before training, a model whose input layer does not take the data
+    set's features or whose output layer has fewer neurons than it has classes
+    (a 784-input LeNet on 8x8 digits, 28x28 images into an 8x8 model): one
+    ConfigError naming the model file, the field and the data set."""
+    shape = "x".join(str(d) for d in getattr(data, "image_shape", ()) or ())
+    what = f"data set '{data.name}' ({data.n_features} features" + (f", {shape} images" if shape else "")
+    if spec.input_size != data.n_features:
+        raise ConfigError(
+            f"{spec.source}: field 'input_size': the model takes {spec.input_size} inputs but the "
+            f"{what}, from {echo(data.source, 120)}); use a model spec made for this data set "
+            f"(models/digits_mlp.yaml: digits; models/lenet300_100.yaml: 28x28 fashion-mnist / mnist) "
+            f"or choose the matching --dataset")
+    out = spec.layers[-1]
+    if out.size < data.n_classes:
+        raise ConfigError(
+            f"{spec.source}: field 'layers[{len(spec.layers) - 1}].size': the output layer "
+            f"{out.name!r} has {out.size} neurons but the {what}) has {data.n_classes} classes; "
+            f"give it at least {data.n_classes} neurons (one a class)")

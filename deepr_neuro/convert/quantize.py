@@ -411,7 +411,7 @@ def quantize_network(layers, num_weight_bits: int = 8, *, weight_exp_min: int = 
     """Quantize every layer at its full-range scale with ``weight_exp = 0``
     when the profile allows it (else the smallest allowed exponent).
 
-    A convenience for quantized-ANN accuracy; :func:`deepr_neuro.convert.convert`
+    A convenience for quantized-ANN accuracy; :func:`deepr_neuro.convert.conversion.convert`
     chooses its own scales.
     """
     e = min(max(0, int(weight_exp_min)), int(weight_exp_max))

@@ -53,7 +53,9 @@ def layer_forward(h: np.ndarray, layer: SparseLayer, cache: Optional[dict] = Non
     if cache is not None:
         cache["hg"] = hg
     idx = (layer.rows[None, :] + layer.n_out * np.arange(B)[:, None]).ravel()
-    return np.bincount(idx, weights=(hg * layer.w).ravel(), minlength=B * layer.n_out).reshape(B, layer.n_out)
+    out = np.bincount(idx, weights=(hg * layer.w).ravel(), minlength=B * layer.n_out)
+    # float even for a layer left without connections (bincount of nothing is int64)
+    return out.astype(np.float64, copy=False).reshape(B, layer.n_out)
 
 
 def layer_backward(dA: np.ndarray, h: np.ndarray, layer: SparseLayer, cache: dict,
@@ -120,7 +122,10 @@ def loss_and_grads(x: np.ndarray, y: np.ndarray, layers: Sequence[SparseLayer]) 
 
 
 def predict(x: np.ndarray, layers: Sequence[SparseLayer], batch: int = 2000) -> np.ndarray:
+    """Class of every sample. A diverged network's overflow (inf / NaN logits) is
+    expected and reported once by the trainer, so NumPy's warnings are muted here."""
     out = []
     for s in range(0, len(x), batch):
-        out.append(np.argmax(forward(x[s:s + batch], layers), axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out.append(np.argmax(forward(x[s:s + batch], layers), axis=1))
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Sweeps over connectivity x method x seed, their statistics and plots."""

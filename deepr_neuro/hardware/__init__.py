@@ -1,0 +1,1 @@
+"""Hardware profiles (schema, memory model), mapping onto cores, per-core budget reports."""

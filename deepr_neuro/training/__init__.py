@@ -1,0 +1,1 @@
+"""Model specs, data sets, DEEP R (pure NumPy rewiring core), float models and the trainer."""
