@@ -26,8 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepr_neuro.store.bundle import load_bundle  # noqa: E402
-from deepr_neuro.convert.conversion import (ChipFormat, convert, float_layers_from_arrays,  # noqa: E402
-                                 quantized_ann_accuracy, steps_accuracy_table)
+from deepr_neuro.hardware.chip_format import ChipFormat  # noqa: E402
+from deepr_neuro.convert.conversion import convert, float_layers_from_arrays  # noqa: E402
+from deepr_neuro.convert.accuracy import quantized_ann_accuracy, steps_accuracy_table  # noqa: E402
 from deepr_neuro.training.datasets import load_dataset  # noqa: E402
 from deepr_neuro.hardware.profile import HardwareProfile  # noqa: E402
 from deepr_neuro.convert.quantize import float_accuracy  # noqa: E402

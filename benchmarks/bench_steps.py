@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepr_neuro.convert.conversion import steps_accuracy_table  # noqa: E402
+from deepr_neuro.convert.accuracy import steps_accuracy_table  # noqa: E402
 from deepr_neuro.pipeline import load_integer_network, run_dataset  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``deepr-neuro profiles|train|report|export|simulate|crosscheck|sweep|plot``.
+"""Command line: ``deepr-neuro profiles|train|report|export|import|estimate|simulate|crosscheck|sweep|plot``.
 
 Every user mistake ends as one ``error:`` line naming the file, field and fix
 (exit status 2), never a traceback. Lava and Brian2 are imported only by the
@@ -16,36 +16,72 @@ from deepr_neuro import __version__
 from deepr_neuro.errors import ConfigError, DeeprError
 
 
+# The training flags of train and sweep, listed once: (setting, help). A setting is a
+# TrainingSpec field (its type and choices come from there) or a run setting of
+# RUN_FLAG_TYPES; TrainingSpec fields and "dataset" override the model spec.
+TRAINING_FLAGS = (
+    ("dataset", "digits | fashion-mnist | mnist (default: the spec's)"),
+    ("data_dir", "directory with IDX files (mnist; fashion-mnist elsewhere than Debian's)"),
+    ("epochs", None),
+    ("batch_size", None),
+    ("lr", "initial learning rate"),
+    ("lr_decay", "learning rate factor per epoch"),
+    ("optimizer", None),
+    ("method", "DEEP R variant, or a baseline: dense, fixed-sparse, prune-retrain, l1"),
+    ("l1_alpha", "L1 strength of the l1 baseline"),
+    ("dense_lr", "learning rate of dense, prune-retrain and l1 (default: spec's)"),
+    ("qat_epochs", "train the last N epochs with quantized weights in the forward pass "
+                   "(straight-through; budgets still enforced)"),
+    ("prune_epoch_fraction", "prune-retrain: share of epochs trained dense before pruning"),
+    ("alpha", "L1 coefficient on active connections"),
+    ("noise", "noise scale sigma (temperature T = lr sigma^2 / 2)"),
+    ("theta_min", "soft-DEEP R clip (default: reference rule of thumb)"),
+    ("seed", None),
+    ("val_fraction", "share of training data held out for validation"),
+    ("connectivity", "whole network's fraction of connections; scales the spec's per-layer targets "
+                     "(0.0133 = the paper's LeNet budgets, 1.0 = dense)"),
+    ("weight_bits", "weight width for the memory budget (default: profile's)"),
+)
+RUN_FLAG_TYPES = {"dataset": str, "data_dir": str, "connectivity": float, "weight_bits": int}
+# sweep takes these its own way (--methods, a base --seed, a list of --connectivity)
+SWEEP_OWN_FLAGS = ("method", "seed", "connectivity")
+
+
+def _spec_overrides(args, skip=()) -> dict:
+    """The flags that override the model spec (None: not given, the spec's value stays)."""
+    from deepr_neuro.training.model_spec import TrainingSpec
+
+    return {name: getattr(args, name) for name, _ in TRAINING_FLAGS
+            if (name in TrainingSpec.model_fields or name == "dataset") and name not in skip}
+
+
+def _add_training_flags(p: argparse.ArgumentParser, skip=()) -> None:
+    """One argparse option a TRAINING_FLAGS row: type or choices from TrainingSpec."""
+    import typing
+
+    from deepr_neuro.training.model_spec import TrainingSpec
+
+    for name, help_text in TRAINING_FLAGS:
+        if name in skip:
+            continue
+        kw = {} if help_text is None else {"help": help_text}
+        if name in RUN_FLAG_TYPES:
+            if RUN_FLAG_TYPES[name] is not str:
+                kw["type"] = RUN_FLAG_TYPES[name]
+        else:
+            ann = TrainingSpec.model_fields[name].annotation
+            if typing.get_origin(ann) is typing.Literal:
+                kw["choices"] = list(typing.get_args(ann))
+            else:
+                kw["type"] = next(t for t in (int, float) if t is ann or t in typing.get_args(ann))
+        p.add_argument("--" + name.replace("_", "-"), **kw)
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, help="hardware profile YAML (e.g. hardware_profiles/loihi.yaml)")
     p.add_argument("--model", required=True, help="model spec YAML (e.g. models/digits_mlp.yaml)")
     p.add_argument("--out", required=True, help="run directory to write (e.g. runs/digits)")
-    p.add_argument("--dataset", help="digits | fashion-mnist | mnist (default: the spec's)")
-    p.add_argument("--data-dir", help="directory with IDX files (mnist; fashion-mnist elsewhere than Debian's)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="initial learning rate")
-    p.add_argument("--lr-decay", type=float, help="learning rate factor per epoch")
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--method", choices=["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse",
-                                        "prune-retrain", "l1"],
-                   help="DEEP R variant, or a baseline: dense, fixed-sparse, prune-retrain, l1")
-    p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
-    p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
-    p.add_argument("--qat-epochs", type=int,
-                   help="train the last N epochs with quantized weights in the forward pass "
-                        "(straight-through; budgets still enforced)")
-    p.add_argument("--prune-epoch-fraction", type=float,
-                   help="prune-retrain: share of epochs trained dense before pruning")
-    p.add_argument("--alpha", type=float, help="L1 coefficient on active connections")
-    p.add_argument("--noise", type=float, help="noise scale sigma (temperature T = lr sigma^2 / 2)")
-    p.add_argument("--theta-min", type=float, help="soft-DEEP R clip (default: reference rule of thumb)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--val-fraction", type=float, help="share of training data held out for validation")
-    p.add_argument("--connectivity", type=float,
-                   help="whole network's fraction of connections; scales the spec's per-layer targets "
-                        "(0.0133 = the paper's LeNet budgets, 1.0 = dense)")
-    p.add_argument("--weight-bits", type=int, help="weight width for the memory budget (default: profile's)")
+    _add_training_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run directory's last checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory once the new run is complete "
@@ -97,12 +133,7 @@ def _train_locked(args) -> int:
 
     profile = load_profile(args.profile)
     spec = load_model_spec(args.model)
-    spec = spec.with_overrides(
-        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_decay=args.lr_decay, optimizer=args.optimizer, method=args.method, alpha=args.alpha,
-        noise=args.noise, theta_min=args.theta_min, seed=args.seed, val_fraction=args.val_fraction,
-        l1_alpha=args.l1_alpha, prune_epoch_fraction=args.prune_epoch_fraction, qat_epochs=args.qat_epochs,
-        dense_lr=args.dense_lr)
+    spec = spec.with_overrides(**_spec_overrides(args))
     settings = TrainSettings.from_spec(spec, data_dir=args.data_dir, connectivity=args.connectivity,
                                        weight_bits=args.weight_bits)
     out = Path(args.out)
@@ -170,6 +201,11 @@ def cmd_export(args) -> int:
     from deepr_neuro.pipeline import export_run
     from deepr_neuro.store.rundir import DirLock
 
+    if args.to == "nir":
+        from deepr_neuro.interop_pipeline import export_nir_cli
+        return export_nir_cli(args)
+    if args.out is not None:
+        raise ConfigError("--out: only for --to nir (--to lava writes into the run directory)")
     try:
         # under the run's lock: an export never races a train --resume / --overwrite of the same run
         with DirLock(Path(args.run), what="run", flag="run"):
@@ -178,6 +214,25 @@ def cmd_export(args) -> int:
     except KeyboardInterrupt:
         return _interrupted("export", args.run)
     print(summary)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from deepr_neuro.interop_pipeline import import_nir_file
+
+    text, fits = import_nir_file(Path(args.file), args.profile, as_json=args.json)
+    print(text)
+    return 0 if fits else 1
+
+
+def cmd_estimate(args) -> int:
+    from deepr_neuro.interop_pipeline import estimate_run
+
+    try:
+        print(estimate_run(Path(args.run), steps=args.steps, samples=args.samples, as_json=args.json,
+                           profile_path=args.profile))
+    except KeyboardInterrupt:
+        return _interrupted("estimate", args.run)
     return 0
 
 
@@ -209,10 +264,7 @@ def cmd_crosscheck(args) -> int:
 def cmd_sweep(args) -> int:
     from deepr_neuro.experiments.sweep import SweepConfig, parse_float_list, parse_name_list, run_sweep
 
-    overrides = {k: getattr(args, k) for k in (
-        "dataset", "epochs", "batch_size", "lr", "lr_decay", "optimizer", "alpha", "noise", "theta_min",
-        "val_fraction", "l1_alpha", "qat_epochs", "prune_epoch_fraction", "dense_lr")
-        if getattr(args, k) is not None}
+    overrides = {k: v for k, v in _spec_overrides(args, skip=SWEEP_OWN_FLAGS).items() if v is not None}
     config = SweepConfig(profile_path=args.profile, model_path=args.model, out=args.out,
                          methods=parse_name_list(args.methods),
                          connectivities=parse_float_list(args.connectivity), seeds=args.seeds,
@@ -229,7 +281,7 @@ def cmd_sweep(args) -> int:
             print(f"interrupted; run the same command again to continue the sweep (finished cells are kept in "
                   f"{args.out}/results/, cells in flight resume from their checkpoints)", file=sys.stderr)
         return 130
-    from deepr_neuro.experiments.sweep import SUMMARY_MD
+    from deepr_neuro.store.sweep_layout import SUMMARY_MD
 
     print((Path(args.out) / SUMMARY_MD).read_text(), end="")
     print(f"{len(outcome.ran)} cells trained now, {len(outcome.reused)} already done, "
@@ -276,13 +328,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="quantize and convert a run to an integer spiking network")
     p.add_argument("run")
-    p.add_argument("--to", default="lava", choices=["lava"], help="deployment target")
+    p.add_argument("--to", default="lava", choices=["lava", "nir"],
+                   help="deployment target: lava (the run's integer bundle) or nir (a NIR file, see --out)")
+    p.add_argument("--out", default=None, help="--to nir: file to write (default RUN/network.nir)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"time steps per sample, 1..{MAX_STEPS} (default 100)")
     p.add_argument("--calibration-samples", type=int, default=3000,
                    help="validation samples (>= 1) simulated to calibrate thresholds (more: slower, steadier)")
     p.add_argument("--no-progress", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="map a NIR file onto a profile's chip and check every core's budget")
+    p.add_argument("file", help="NIR file (nir.write, nir 1.0.x)")
+    p.add_argument("--profile", required=True, help="hardware profile YAML")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("estimate", help="energy, latency and NeuroBench metrics per inference (estimates)")
+    p.add_argument("run")
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="steps per sample to tabulate, each 1..%d (default 20 50 100 200)" % MAX_STEPS)
+    p.add_argument("--samples", type=int, default=None, help="first N >= 1 test samples (default: all)")
+    p.add_argument("--profile", default=None,
+                   help="profile YAML with the energy block (default: the run's own profile)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("simulate", help="run the exported network on the test set")
     p.add_argument("run")
@@ -317,22 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default: all cores; 1 = in this process)")
     p.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:PORT: run the cells on that cluster "
                                        "(workers need the same sweep directory path)")
-    p.add_argument("--dataset", help="digits | fashion-mnist | mnist (default: the spec's)")
-    p.add_argument("--data-dir", help="directory with IDX files")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-decay", type=float)
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--noise", type=float)
-    p.add_argument("--theta-min", type=float)
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--l1-alpha", type=float, help="L1 strength of the l1 baseline")
-    p.add_argument("--dense-lr", type=float, help="learning rate of dense, prune-retrain and l1 (default: spec's)")
-    p.add_argument("--qat-epochs", type=int, help="last epochs trained with quantized weights")
-    p.add_argument("--prune-epoch-fraction", type=float, help="prune-retrain: share of epochs trained dense")
-    p.add_argument("--weight-bits", type=int)
+    _add_training_flags(p, skip=SWEEP_OWN_FLAGS)
     p.add_argument("--overwrite", action="store_true",
                    help="start the sweep over; the old sweep directory is replaced once the new sweep is done "
                         "(only a deepr-neuro sweep is ever replaced)")

@@ -65,7 +65,7 @@ def load_integer_network(run_dir: Path):
 
 def activity_table(net, result) -> Tuple[str, Dict]:
     """Per-inference spikes and synaptic operations per layer."""
-    from deepr_neuro.simulate.emulator import synops
+    from deepr_neuro.simulate.activity import synops
 
     act = synops(net, result)
     names = ["input"] + [layer.name for layer in net.layers]
@@ -95,8 +95,11 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     otherwise).
     """
     from deepr_neuro.simulate.backends import get_backend
-    from deepr_neuro.convert.conversion import (ChipFormat, calibrate, convert, float_layers_from_arrays,
-                                     integer_network_to_arrays, quantized_ann_accuracy)
+    from deepr_neuro.convert.conversion import (convert, float_layers_from_arrays,
+                                     integer_network_to_arrays)
+    from deepr_neuro.convert.calibration import calibrate
+    from deepr_neuro.convert.accuracy import quantized_ann_accuracy
+    from deepr_neuro.hardware.chip_format import ChipFormat
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.convert.quantize import float_accuracy
 

@@ -18,7 +18,7 @@ def lava_skip_reason():
     """Why Lava tests cannot run here (None if they can or must)."""
     if os.environ.get("DEEPR_NEURO_REQUIRE_LAVA") == "1":
         return None
-    from deepr_neuro.simulate.backends import lava_unavailable_reason
+    from deepr_neuro.simulate.registry import lava_unavailable_reason
     return lava_unavailable_reason()
 
 

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepr_neuro.convert.conversion import (ChipFormat, convert, input_counts, integer_network_from_arrays,
-                                 integer_network_to_arrays, networks_equal,
-                                 quantized_ann_accuracy, snn_accuracy, steps_accuracy_table,
-                                 synapse_du)
+from deepr_neuro.hardware.chip_format import ChipFormat
+from deepr_neuro.convert.conversion import (convert, integer_network_from_arrays,
+                                 integer_network_to_arrays, networks_equal, synapse_du)
+from deepr_neuro.convert.encoding import input_counts
+from deepr_neuro.convert.accuracy import quantized_ann_accuracy, snn_accuracy, steps_accuracy_table
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import InputEncoding, IntegerNetwork, NeuronParams, SynapseLayer
-from deepr_neuro.convert.quantize import float_accuracy, truncate_weights
+from deepr_neuro.convert.quantize import float_accuracy
+from deepr_neuro.network.fixed_point import truncate_weights
 
 
 def _train_digits(seed=0, density=0.2, hidden=100, epochs=30):
@@ -201,8 +203,8 @@ def test_arrays_missing_keys_are_bundle_errors(trained):
 
 
 def test_calibration_never_lowers_validation_accuracy_and_stays_in_range(trained):
-    from deepr_neuro.convert.conversion import calibrate
-    from deepr_neuro.simulate.emulator import check_network
+    from deepr_neuro.convert.calibration import calibrate
+    from deepr_neuro.network.checks import check_network
     layers, ds, net, info = trained
     rng = np.random.default_rng(1)
     idx = rng.choice(len(ds.y_train), 300, replace=False)

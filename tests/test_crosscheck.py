@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from deepr_neuro.simulate.backends import Backend
+from deepr_neuro.simulate.backends import Backend, get_backend
 from deepr_neuro.simulate.brian2_backend import Brian2Backend
 from deepr_neuro.simulate.crosscheck import CrosscheckReport, count_correlation, crosscheck
 from deepr_neuro.simulate.emulator import EmulatorBackend
@@ -53,10 +53,11 @@ def altered(net, layer_index):
 
 
 class OnOtherNetwork(Backend):
-    """A backend that (wrongly) simulates another network under a given name."""
+    """A backend that (wrongly) simulates another network under a given name; it
+    claims to be exact unless told otherwise (crosscheck must go by that claim)."""
 
-    def __init__(self, name, inner, other_net):
-        self.name, self.inner, self.other = name, inner, other_net
+    def __init__(self, name, inner, other_net, exact=True):
+        self.name, self.inner, self.other, self.exact = name, inner, other_net, exact
 
     def run(self, net, x_uint8, steps, record_spikes=False):
         return self.inner.run(self.other, x_uint8, steps, record_spikes)
@@ -64,6 +65,7 @@ class OnOtherNetwork(Backend):
 
 class Broken(Backend):
     name = "lava"
+    exact = True
 
     def run(self, net, x_uint8, steps, record_spikes=False):
         raise BackendError("Lava backend: cannot import lava-nc (test)")
@@ -132,16 +134,66 @@ def test_altered_emulator_side_and_failures_are_detected():
     assert report.to_json()["backends"]["lava"]["identical"] is None
 
 
-def test_float_backend_never_spoils_integer_verdict():
+class Approximate(Backend):
+    """An approximate backend under a name crosscheck has never heard of: it runs
+    another network, so it differs, but exact=False says that is by design."""
+
+    name = "rough-reading"
+    exact = False
+
+    def __init__(self, other_net):
+        self.other = other_net
+
+    def run(self, net, x_uint8, steps, record_spikes=False):
+        return EmulatorBackend().run(self.other, x_uint8, steps, record_spikes)
+
+
+def test_approximate_backend_never_spoils_integer_verdict():
     net, x, y = random_net(4)
-    fake_float = OnOtherNetwork("brian2-float", EmulatorBackend(), altered(net, 0))
+    rough = Approximate(altered(net, 0))
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        EmulatorBackend().run(net, x, 40).counts, rough.run(net, x, 40).counts))
     twin = OnOtherNetwork("twin", EmulatorBackend(), net)
-    report = crosscheck(net, x, y, 40, backends=("emulator", twin, fake_float))
-    assert report.integer_backends_agree
-    assert not report.runs["brian2-float"].exact
-    # one integer backend plus a float one compares no two integer backends: not "agree"
-    report = crosscheck(net, x, y, 40, backends=("emulator", fake_float))
+    report = crosscheck(net, x, y, 40, backends=("emulator", twin, rough))
+    assert report.integer_backends_agree, report.to_table()
+    assert report.integer_backends == ["emulator", "twin"]
+    assert not report.runs["rough-reading"].exact
+    assert not all(a.identical for a in report.agreement("rough-reading"))
+    assert "differs (not exact by design)" in report.to_table()
+    assert report.to_json()["backends"]["rough-reading"]["exact"] is False
+    # one integer backend plus an approximate one compares no two integer backends
+    report = crosscheck(net, x, y, 40, backends=("emulator", rough))
     assert not report.integer_backends_agree and "nothing compared" in report.to_table()
+
+
+def test_exactness_comes_from_the_attribute_not_the_name():
+    """A backend named like the registry's float one but declaring exact=True counts as
+    integer (and its difference is a disagreement); one named "brian2" declaring
+    exact=False never spoils the verdict."""
+    net, x, y = random_net(4)
+    other = altered(net, 0)
+    strict_float_name = OnOtherNetwork("brian2-float", EmulatorBackend(), other, exact=True)
+    report = crosscheck(net, x, y, 40, backends=("emulator", strict_float_name))
+    assert report.runs["brian2-float"].exact and not report.integer_backends_agree
+    assert "DIFFERS" in report.to_table()
+    loose_int_name = OnOtherNetwork("brian2", EmulatorBackend(), other, exact=False)
+    twin = OnOtherNetwork("twin", EmulatorBackend(), net)
+    report = crosscheck(net, x, y, 40, backends=("emulator", twin, loose_int_name))
+    assert report.integer_backends_agree and not report.runs["brian2"].exact
+
+
+@pytest.mark.parametrize("exact", [None, "yes", 1, 0.0])
+def test_a_backend_without_a_boolean_exact_is_refused(exact):
+    net, x, y = random_net(4)
+    odd = OnOtherNetwork("plugin", EmulatorBackend(), net, exact=exact)
+    with pytest.raises(ConfigError, match=r"backend 'plugin': exact must be True .* or False"):
+        crosscheck(net, x, y, 10, backends=("emulator", odd))
+
+
+def test_registered_backends_declare_exactness():
+    assert get_backend("emulator").exact is True and get_backend("lava").exact is True
+    assert Brian2Backend(mode="integer").exact is True
+    assert Brian2Backend(mode="float").exact is False
 
 
 def test_report_outputs_are_readable_and_serialisable():

@@ -1,8 +1,10 @@
 """The NumPy emulator: Lava's integer arithmetic on hand-computed cases, and its
 batching (chunks, samples) as properties.
 
-Agreement with Lava itself is in test_lava_agreement.py; the network
-strategy below is shared with it.
+Agreement with Lava itself is in test_lava_agreement.py; the contracts every
+backend keeps (shapes, steps edge cases, record on/off, bad input refused, zero
+state per sample, exactness) are in test_backend_conformance.py. The network
+strategy below is shared with both.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deepr_neuro.simulate.backends import get_backend
-from deepr_neuro.simulate.emulator import (MAX_UV, V_MAX, EmulatorBackend, decay, effective_weights,
-                                  lif_step, synops)
+from deepr_neuro.network.fixed_point import MAX_UV, V_MAX
+from deepr_neuro.simulate.activity import synops
+from deepr_neuro.simulate.emulator import EmulatorBackend, decay, effective_weights, lif_step
 from deepr_neuro.errors import BackendError, DeeprError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork, NeuronParams,
                                          SynapseLayer)
@@ -232,16 +235,6 @@ def test_weight_exp_shifts_the_summed_input(weights, weight_exp, a):
         assert res.counts[1].tolist() == [[0]]
 
 
-def test_one_step_delay_per_synapse_layer():
-    # every neuron fires as soon as it gets any positive input; input fires at step 0
-    inp = neurons(1, vth=0, bias=1)
-    net = chain(inp, *[dense_layer([[10]], neurons(1, vth=0), name=f"l{i}") for i in range(3)])
-    res = EmulatorBackend().run(net, np.zeros((1, 1), np.uint8), 5, record_spikes=True)
-    first = [int(np.argmax(s[0, :, 0])) for s in res.spikes]
-    assert first == [0, 1, 2, 3]
-    assert res.spikes[3][0, :, 0].tolist() == [False, False, False, True, True]
-
-
 def test_input_layer_is_driven_by_encoded_bias():
     # bias_mant = (x * 3) >> 1 + base; dv = 0: v grows by bias << bias_exp per step
     inp = neurons(2, vth=10, bias=[0, 100], bias_exp=2)    # threshold 640
@@ -264,20 +257,8 @@ def test_synops_counts_spikes_times_fan_out():
 
 
 # ---------------------------------------------------------------------------
-# Errors a user can make
+# Registry
 # ---------------------------------------------------------------------------
-
-def test_out_of_range_values_are_refused_with_names():
-    bad = dense_layer([[300]], neurons(1), name="fc1")
-    with pytest.raises(BackendError, match=r"layer 0 'fc1'.weight: value 300 .*\[-256, 255\]"):
-        EmulatorBackend().run(chain(neurons(1), bad), np.zeros((1, 1)), 1)
-    with pytest.raises(BackendError, match="input.*bias_mant.*4095"):
-        EmulatorBackend().run(chain(neurons(1), gain=64), np.full((1, 1), 255), 1)
-    with pytest.raises(DeeprError, match=r"expected shape \(n_samples, 1\)"):
-        EmulatorBackend().run(chain(neurons(1)), np.zeros((1, 2)), 1)
-    with pytest.raises(RuntimeError, match="du"):   # errors also inherit builtins
-        EmulatorBackend().run(chain(neurons(1, du=4096)), np.zeros((1, 1)), 1)
-
 
 def test_registry_gives_the_emulator():
     assert isinstance(get_backend("emulator"), EmulatorBackend)
@@ -289,36 +270,19 @@ def test_registry_gives_the_emulator():
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(networks(), st.integers(1, 4))
-def test_chunking_and_batching_do_not_change_spikes(case, chunk):
+def test_chunking_does_not_change_spikes(case, chunk):
+    """Samples simulated ``chunk`` at a time give what one chunk of all gives (the
+    zero-state, record on/off and empty/zero-step contracts of every backend are in
+    test_backend_conformance.py)."""
     net, x, steps = case
     whole = EmulatorBackend(chunk=1000).run(net, x, steps, record_spikes=True)
     parts = EmulatorBackend(chunk=chunk).run(net, x, steps, record_spikes=True)
-    for a, b, c in zip(whole.spikes, parts.spikes, whole.counts):
+    for a, b in zip(whole.spikes, parts.spikes):
         assert np.array_equal(a, b)
-        assert np.array_equal(a.sum(axis=1), c)
-    # a sample alone gives what it gives in the batch: every sample starts from zero
-    alone = EmulatorBackend().run(net, x[-1:], steps, record_spikes=True)
-    for a, b in zip(whole.spikes, alone.spikes):
-        assert np.array_equal(a[-1:], b)
     counts_only = EmulatorBackend(chunk=chunk).run(net, x, steps)
-    assert counts_only.spikes is None
     assert all(np.array_equal(a, b) for a, b in zip(counts_only.counts, whole.counts))
 
 
-def test_zero_steps_and_empty_batch():
-    net = chain(neurons(2, vth=0, bias=1), dense_layer([[1, 1]], neurons(1)))
-    res = EmulatorBackend().run(net, np.zeros((3, 2)), 0, record_spikes=True)
-    assert [c.shape for c in res.counts] == [(3, 2), (3, 1)]
-    assert res.spikes[1].shape == (3, 0, 1)
-    res = EmulatorBackend().run(net, np.zeros((0, 2)), 5)
-    assert res.counts[0].shape == (0, 2)
-
-
-def test_float_features_are_refused_not_truncated():
-    net = chain(neurons(2, vth=0))
-    with pytest.raises(BackendError, match="integer features 0..255"):
-        EmulatorBackend().run(net, np.array([[0.5, 1.0]]), 1)
-    with pytest.raises(BackendError, match="integer features 0..255"):
-        EmulatorBackend().run(net, np.array([[256, 0]]), 1)
-    # integral floats are accepted as the integers they hold
-    assert EmulatorBackend().run(net, np.array([[3.0, 0.0]]), 1).counts[0].shape == (1, 2)
+def test_chunk_must_be_positive():
+    with pytest.raises(BackendError, match="chunk: must be >= 1"):
+        EmulatorBackend(chunk=0)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from deepr_neuro.simulate import lava_compat
-from deepr_neuro.simulate.backends import get_backend, lava_unavailable_reason, unavailable_reason
+from deepr_neuro.simulate.backends import get_backend
+from deepr_neuro.simulate.registry import lava_unavailable_reason, unavailable_reason
 from deepr_neuro.cli import main
 from deepr_neuro.errors import BackendError, DeeprError
 
@@ -175,7 +176,7 @@ BLOCKER = textwrap.dedent("""
     ("from deepr_neuro.simulate.lava_compat import selfcheck\nprint(selfcheck())",
      "ModuleNotFoundError"),
     ("from deepr_neuro.simulate.crosscheck import crosscheck, DEFAULT_BACKENDS\n"
-     "from deepr_neuro.simulate.backends import unavailable_reason\n"
+     "from deepr_neuro.simulate.registry import unavailable_reason\n"
      "print(sorted(n for n in DEFAULT_BACKENDS if unavailable_reason(n)))",
      "['lava']"),
 ])

@@ -542,6 +542,8 @@ def _apply(arrays, op):
             shape0 = True
         else:
             shape0 = False
+        if v.size == 0:  # an earlier op emptied it: nothing to change
+            return
         i = a % v.size
         try:
             v[i] = b

@@ -26,8 +26,8 @@ from deepr_neuro.training.datasets import MAX_IDX_PAYLOAD_BYTES, read_idx
 from deepr_neuro.errors import BudgetError, ConfigError, DataError, DeeprError, InvariantError
 from deepr_neuro.training.model_spec import (MAX_ADAM_EPS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_L1, MAX_SEED, ModelSpec,
                                     load_model_spec)
-from deepr_neuro.hardware.profile import (MAX_CORES, MAX_NEURONS_PER_CORE, MAX_YAML_NODES, HardwareProfile,
-                                 load_profile)
+from deepr_neuro.hardware.profile import MAX_CORES, MAX_NEURONS_PER_CORE, HardwareProfile, load_profile
+from deepr_neuro.hardware.yaml_io import MAX_YAML_NODES
 from deepr_neuro.training.rewiring import CoreSpec, dead_slots, init_layer, rewire_deepr
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -707,7 +707,7 @@ STRAY = {
 
 @pytest.mark.parametrize("case", sorted(STRAY))
 def test_a_stray_file_in_results_does_not_crash_sweep_summary_or_plot(sweep_dir, tmp_path, capsys, case):
-    from deepr_neuro.experiments.sweep import load_results
+    from deepr_neuro.experiments.summary import load_results
 
     good = json.loads((sweep_dir / "results" / "deepr_c0.1_s1.json").read_text())
     text = STRAY[case]

@@ -6,7 +6,12 @@ Two levels, both with Lava's own code and no mock of it:
   utilities Sparse calls, and Sparse's a_buff lines) stepped in-process with
   Lava's channel dtypes: fast, so hypothesis can try hundreds of networks;
 * the real Lava runtime (``LavaBackend``: processes, channels,
-  ``Loihi2SimCfg(select_tag="fixed_pt")``), slow, marked ``lava``.
+  ``Loihi2SimCfg(select_tag="fixed_pt")``), slow, marked ``lava``, on the
+  arithmetic's corner cases (the 24-bit wrap of u, int32 overflow, v clip).
+
+Lava runtime = emulator on random networks, zero state between streamed samples
+and the other contracts every backend keeps are in test_backend_conformance.py
+(with emulator = kernels here, that closes kernels = runtime).
 """
 from __future__ import annotations
 
@@ -203,37 +208,3 @@ def test_lava_int32_overflow_of_u_and_v_clip_like_the_emulator():
     emu = EmulatorBackend().run(net, x, 100, record_spikes=True)
     assert_same_spikes(lava, emu)
     assert 0 < emu.counts[1][0, 0] < 99        # the overflow does change the train
-
-
-@pytest.mark.lava
-def test_lava_streams_samples_from_zero_state():
-    """Activity in flight at a sample's last step must not leak into the next."""
-    inp = neurons(3, vth=20)
-    h = dense_layer([[200, 100, 50], [-80, 120, 90]], neurons(2, vth=30, du=1000, dv=200))
-    o = dense_layer([[150, -60]], neurons(1, vth=10, du=0, dv=100))
-    net = chain(inp, h, o, gain=8, shift=0)
-    x = np.array([[255, 255, 255], [0, 10, 0], [255, 255, 255], [255, 255, 255]], np.uint8)
-    lava = get_backend("lava").run(net, x, 12, record_spikes=True)
-    emu = EmulatorBackend().run(net, x, 12, record_spikes=True)
-    assert_same_spikes(emu, lava)
-    assert lava.counts[2][0, 0] > 0
-    for trains in lava.spikes:
-        assert np.array_equal(trains[0], trains[2]) and np.array_equal(trains[2], trains[3])
-
-
-@pytest.mark.lava
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(networks())
-def test_emulator_matches_lava_runtime(case):
-    """Runtime, kernels and emulator: three-way exact agreement."""
-    net, x, steps = case
-    x = np.concatenate([x, x[::-1]])           # >= 2 samples, repeats: streaming matters
-    seen = set()
-    kernels = lava_kernels_run(net, x, steps, seen)
-    for what in sorted(seen):
-        event(what)
-    lava = get_backend("lava").run(net, x, steps, record_spikes=True)
-    emu = EmulatorBackend().run(net, x, steps, record_spikes=True)
-    assert_same_spikes(lava, emu, label=f"steps={steps}")
-    for layer, (a, b) in enumerate(zip(kernels, lava.spikes)):
-        assert np.array_equal(a, b), f"kernels vs runtime, layer {layer}"

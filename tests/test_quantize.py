@@ -7,10 +7,10 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.convert.quantize import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp,
-                                  fake_quantize, full_range_scale, quantize_network,
-                                  quantize_weights, quantized_accuracy, float_accuracy,
-                                  sign_mode_of, truncate_weights, weight_range, weight_step)
+from deepr_neuro.convert.quantize import float_accuracy, quantize_network, quantized_accuracy
+from deepr_neuro.network.fixed_point import (EXCITATORY, INHIBITORY, MIXED, choose_weight_exp, fake_quantize,
+                                             full_range_scale, quantize_weights, sign_mode_of, truncate_weights,
+                                             weight_range, weight_step)
 
 bits = st.integers(1, 8)
 # 1-bit mixed weights hold no positive value ([-256, 0]): such layers overflow

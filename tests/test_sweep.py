@@ -8,8 +8,8 @@ import pytest
 
 from deepr_neuro.cli import main
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.experiments.sweep import (Cell, SweepConfig, cell_name, expand_grid, load_results, parse_float_list,
-                               run_sweep, summarize, summary_markdown)
+from deepr_neuro.experiments.sweep import Cell, SweepConfig, cell_name, expand_grid, parse_float_list, run_sweep
+from deepr_neuro.experiments.summary import load_results, summarize, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "models" / "digits_mlp.yaml"

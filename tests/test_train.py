@@ -240,3 +240,49 @@ def test_divergence_is_flagged_in_history_manifest_and_a_warning(tmp_path, digit
     assert out.count("training diverged") == 1 and f"epoch {first}" in out and "lower --lr" in out
     calm = _train(tmp_path, digits, "calm", epochs=1)
     assert load_bundle(tmp_path / "calm")[0]["metrics"]["diverged_at_epoch"] is None
+
+
+# Field order of TrainSettings before issue 10 (it was declared by hand then).
+OLD_SETTINGS_ORDER = ("dataset", "data_dir", "epochs", "batch_size", "optimizer", "lr", "lr_decay", "alpha", "noise",
+                      "method", "theta_min", "adam_beta1", "adam_beta2", "adam_eps", "val_fraction", "seed",
+                      "connectivity", "weight_bits", "l1_alpha", "prune_epoch_fraction", "qat_epochs", "dense_lr")
+
+
+def test_settings_are_declared_once_and_old_checkpoints_still_resume(tmp_path, digits):
+    """TrainSettings = the run's fields + every TrainingSpec field (same defaults);
+    DeepRConfig takes its types and defaults from TrainingSpec too; a checkpoint
+    written with the old field order resumes to the uninterrupted run's arrays."""
+    from dataclasses import fields
+
+    from deepr_neuro.training.deepr import DeepRConfig
+    from deepr_neuro.training.model_spec import TrainingSpec
+
+    names = [f.name for f in fields(TrainSettings)]
+    assert set(names) == set(OLD_SETTINGS_ORDER) and set(TrainingSpec.model_fields) <= set(names)
+    for f in fields(DeepRConfig):
+        assert f.default == TrainingSpec.model_fields[f.name].default
+    spec, s = _settings(load_model_spec(DIGITS), epochs=3, method="soft-deepr")
+    full = train(load_profile(LOIHI), spec, s, digits, tmp_path / "full", progress=False)
+    train(load_profile(LOIHI), spec, s, digits, tmp_path / "old", progress=False, stop_after_epochs=1)
+    path = tmp_path / "old" / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta_json"]).decode())
+    meta["settings"] = {k: meta["settings"][k] for k in OLD_SETTINGS_ORDER}
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    resumed = train(load_profile(LOIHI), spec, s, digits, tmp_path / "old", progress=False, resume=True)
+    a, b = full.network_arrays(), resumed.network_arrays()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_projection_slices_of_an_mlp_are_its_layers(tmp_path, digits):
+    """One projection into each layer: its slice is the whole layer, as exported."""
+    tr = _train(tmp_path, digits, "p", epochs=1)
+    arrays = tr.network_arrays()
+    projections = tr.projection_arrays()
+    assert list(projections) == [lp.name for lp in tr.plan.layers]
+    for i, (name, p) in enumerate(projections.items()):
+        assert p["post"] == name and p["pre"] == (tr.plan.graph.populations[i].name)
+        for key, arr in (("rows", "l{}_rows"), ("cols", "l{}_cols"), ("weight", "l{}_weight")):
+            np.testing.assert_array_equal(p[key], arrays[arr.format(i)])

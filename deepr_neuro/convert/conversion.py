@@ -32,15 +32,9 @@ bit-accurate LIF (``PyLifModelBitAcc``) with rate coding:
   ``reset_compensation = 0.5``). The default was chosen by measurement
   (``benchmarks/bench_conversion.py``); rates are kept moderate
   (``max_rate``) so that the loss is small in the first place.
-* **Input encoding.** Input neuron ``i`` is a chip neuron with no synapses and
-  bias ``bias_mant = (x_i * gain) >> shift`` (``InputEncoding``), ``gain`` and
-  ``shift`` chosen so that a pixel of 255 gets (nearly) the largest 13-bit
-  bias mantissa. A constant bias ``B`` fires every ``floor(theta / B) + 1``
-  steps (reset to zero makes the period an integer); ``vth`` of the input
-  layer is chosen to make the spike count over ``steps`` steps as
-  proportional to the pixel as those integer periods allow (least squares over
-  the calibration pixels), and the fitted slope is the input rate used for
-  the first layer's normalisation.
+* **Input encoding.** Bias-driven input neurons, fitted in
+  :mod:`deepr_neuro.convert.encoding`; the fitted input rate enters the first
+  layer's normalisation.
 * **Readout.** Class = output neuron with most spikes over all steps, ties to
   the lowest index (:meth:`SimResult.predictions`).
 
@@ -49,11 +43,15 @@ built from the hardware profile): in strict mode a value that does not fit
 raises :class:`~deepr_neuro.errors.ConfigError` naming the layer, the value
 and the limit.
 
-Pure NumPy: no Lava import. The emulator is used only by the accuracy helpers.
+Pure NumPy: no Lava import. Neighbours: :mod:`~deepr_neuro.convert.encoding`
+(input encoding), :mod:`~deepr_neuro.convert.calibration` (thresholds tuned on
+validation data), :mod:`~deepr_neuro.convert.accuracy` (ANN/SNN accuracies).
+This module still holds :class:`ChipFormat` and the ``network.npz`` codec
+until they move to ``hardware/`` and ``store/``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,82 +59,10 @@ import numpy as np
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
-from deepr_neuro.convert.quantize import (QuantizedLayer, _get, accuracy, ann_forward,
-                                  dense_matrix, full_range_scale,
-                                  quantize_weights, quantized_matrices,
-                                  sign_mode_of)
-
-#: Integrate-and-fire: current lasts one step (4096 - (4095 + 1) = 0), no leak.
-IF_DU = 4095
-IF_DV = 0
-ACT_SHIFT = 6  # Lava shifts the synaptic input and the threshold left by 6
-
-
-@dataclass(frozen=True)
-class ChipFormat:
-    """The integer widths conversion must respect.
-
-    Defaults are what Lava's bit-accurate models hold (lava-nc 0.10.0); a
-    hardware profile may be narrower: use :meth:`from_profile`.
-    """
-
-    num_weight_bits: int = 8
-    weight_exp_min: int = -8
-    weight_exp_max: int = 7
-    threshold_mant_bits: int = 17   # vth, unsigned
-    bias_mant_bits: int = 13        # signed, sign bit included
-    bias_exp_max: int = 7
-    decay_bits: int = 12
-    current_bits: int = 24          # u; the input a enters as a << 6
-    voltage_bits: int = 24          # v
-
-    @classmethod
-    def from_profile(cls, profile, num_weight_bits: Optional[int] = None) -> "ChipFormat":
-        """Read the widths from a :class:`deepr_neuro.hardware.profile.HardwareProfile`."""
-        return cls(
-            num_weight_bits=int(num_weight_bits if num_weight_bits is not None
-                                else profile.weight_bits),
-            weight_exp_min=int(profile.weight_exp_min),
-            weight_exp_max=int(profile.weight_exp_max),
-            threshold_mant_bits=int(profile.threshold_mant_bits),
-            bias_mant_bits=int(profile.bias_mant_bits),
-            bias_exp_max=int(profile.bias_exp_max),
-            decay_bits=int(profile.decay_bits),
-            current_bits=int(profile.current_bits),
-            voltage_bits=int(profile.voltage_bits),
-        )
-
-    @property
-    def vth_max(self) -> int:
-        return (1 << self.threshold_mant_bits) - 1
-
-    @property
-    def bias_mant_max(self) -> int:
-        return (1 << (self.bias_mant_bits - 1)) - 1
-
-    @property
-    def bias_mant_min(self) -> int:
-        return -(1 << (self.bias_mant_bits - 1))
-
-    @property
-    def decay_max(self) -> int:
-        return (1 << self.decay_bits) - 1
-
-    @property
-    def input_max(self) -> int:
-        """Largest |a| per step with ``a << 6`` inside the current's range (no wrap)."""
-        return (1 << (self.current_bits - 1 - ACT_SHIFT)) - 1
-
-    def check(self) -> "ChipFormat":
-        if self.decay_max < IF_DU:
-            raise ConfigError(
-                f"decay_bits: {self.decay_bits} bits cannot hold du = {IF_DU} "
-                "(integrate-and-fire needs 12-bit decays)")
-        if self.vth_max << ACT_SHIFT > (1 << (self.voltage_bits - 1)) - 1:
-            raise ConfigError(
-                f"threshold_mant_bits: vth up to {self.vth_max} << 6 does not fit "
-                f"the {self.voltage_bits}-bit voltage")
-        return self
+from deepr_neuro.convert.quantize import _get, ann_forward, dense_matrix
+from deepr_neuro.convert.encoding import choose_input_encoding
+from deepr_neuro.hardware.chip_format import ChipFormat
+from deepr_neuro.network.fixed_point import ACT_SHIFT, IF_DU, IF_DV, full_range_scale, quantize_weights, sign_mode_of
 
 
 def _limit_error(strict: bool, msg: str, warnings: List[str]) -> None:
@@ -146,66 +72,7 @@ def _limit_error(strict: bool, msg: str, warnings: List[str]) -> None:
 
 
 # --------------------------------------------------------------------------
-# Input encoding
-# --------------------------------------------------------------------------
-
-def input_counts(bias_eff: np.ndarray, vth: int, steps: int) -> np.ndarray:
-    """Spike count of an input neuron with constant effective bias over ``steps``.
-
-    v = k * B after k steps; it spikes when k * B > vth << 6 and resets to 0,
-    so the period is floor((vth << 6) / B) + 1 steps (no spike when B <= 0).
-    """
-    b = np.asarray(bias_eff, dtype=np.int64)
-    theta = int(vth) << ACT_SHIFT
-    period = np.where(b > 0, theta // np.maximum(b, 1) + 1, 0)
-    return np.where(b > 0, steps // np.maximum(period, 1), 0)
-
-
-def choose_input_encoding(x_calib: np.ndarray, fmt: ChipFormat, *, max_rate: float,
-                          steps: int) -> Tuple[InputEncoding, int, int, float]:
-    """(encoding, vth, bias_exp, rate) for the input layer.
-
-    ``gain / 2**shift`` maps 255 onto the largest bias mantissa (fine bias
-    steps); ``vth`` is picked among thresholds whose nominal rate at 255 is
-    within 2x of ``max_rate`` to make the spike count over ``steps`` most nearly
-    proportional to the pixel (least squares over the calibration pixels);
-    ``rate`` is the fitted count per step at pixel 255.
-    """
-    shift = 12
-    gain = (fmt.bias_mant_max << shift) // 255
-    enc = InputEncoding(gain=int(gain), shift=shift)
-    bias_exp = 0
-    levels = np.arange(256)
-    b = enc.encode(levels).astype(np.int64) << bias_exp
-    hist = np.bincount(np.asarray(x_calib, dtype=np.int64).ravel(), minlength=256)
-    hist = hist[:256].astype(np.float64)
-    hist[0] = 0.0  # zero pixels give zero spikes whatever vth is
-    if hist.sum() == 0:
-        hist[:] = 1.0
-    theta_nominal = b[255] / max_rate
-    best = None
-    lo = max(1, int(theta_nominal / 2) >> ACT_SHIFT)
-    hi = min(fmt.vth_max, (int(theta_nominal * 2) >> ACT_SHIFT) + 1)
-    cands = np.unique(np.linspace(lo, hi, 400).astype(np.int64))
-    for vth in cands:
-        c = input_counts(b, int(vth), steps).astype(np.float64)
-        # least-squares slope through 0 of count ~ slope * pixel, weighted
-        slope = np.sum(hist * c * levels) / max(np.sum(hist * levels * levels), 1e-12)
-        if slope <= 0:
-            continue
-        err = np.sum(hist * (c - slope * levels) ** 2) / (slope * 255) ** 2
-        if best is None or err < best[0]:
-            best = (err, int(vth), slope)
-    if best is None:
-        raise ConfigError(
-            f"input layer: no threshold gives spikes in {steps} steps at "
-            f"max_rate {max_rate}; raise max_rate or steps")
-    _, vth, slope = best
-    return enc, vth, bias_exp, float(slope * 255 / steps)
-
-
-# --------------------------------------------------------------------------
-# Conversion
+# Conversion: float ReLU layers -> integrate-and-fire layers
 # --------------------------------------------------------------------------
 
 def synapse_du(synaptic_tau: float, fmt: Optional["ChipFormat"] = None) -> int:
@@ -244,6 +111,167 @@ def _percentile_norm(a: np.ndarray, percentile: float) -> float:
     return lam if lam > 0 else 1.0
 
 
+def _resolve_format(fmt: Optional[ChipFormat], profile,
+                    num_weight_bits: Optional[int]) -> ChipFormat:
+    """``fmt``, else the profile's widths, else Lava's; ``num_weight_bits`` overrides."""
+    if fmt is None:
+        fmt = ChipFormat.from_profile(profile) if profile is not None else ChipFormat()
+    if num_weight_bits is not None:
+        fmt = ChipFormat(**{**asdict(fmt), "num_weight_bits": int(num_weight_bits)})
+    return fmt.check()
+
+
+def _target_rates(max_rate, input_rate: float, n_layers: int) -> List[float]:
+    """One target rate per weight layer's post-neurons, all in (0, 1]."""
+    post_rates = ([float(max_rate)] * n_layers if np.ndim(max_rate) == 0
+                  else [float(r) for r in max_rate])
+    if len(post_rates) != n_layers:
+        raise ConfigError(f"max_rate: give one rate or one per weight layer ({n_layers}); "
+                          f"got {len(post_rates)}")
+    if not all(0 < r <= 1 for r in post_rates) or not 0 < input_rate <= 1:
+        raise ConfigError(
+            f"max_rate / input_rate: must be in (0, 1] spikes per step "
+            f"(got {max_rate}, {input_rate})")
+    return post_rates
+
+
+def _checked_calibration_data(calib_x_uint8: np.ndarray, layers_float: Sequence) -> np.ndarray:
+    """The calibration pixels as a 2-D array, refused unless they fit the chain of layers."""
+    if not layers_float:
+        raise ConfigError("convert: the network has no weight layers")
+    x = np.atleast_2d(np.asarray(calib_x_uint8))
+    if x.size == 0:
+        raise ConfigError("convert: calibration data is empty")
+    if x.min() < 0 or x.max() > 255:
+        raise ConfigError(
+            f"convert: calibration inputs must be uint8 pixels 0..255 "
+            f"(got {x.min()}..{x.max()})")
+    n_inputs = int(_get(layers_float[0], "n_in"))
+    if x.shape[1] != n_inputs:
+        raise ConfigError(
+            f"convert: calibration data has {x.shape[1]} features, the first "
+            f"layer expects n_in = {n_inputs}")
+    for i in range(1, len(layers_float)):
+        if int(_get(layers_float[i], "n_in")) != int(_get(layers_float[i - 1], "n_out")):
+            raise ConfigError(
+                f"layer {i}: n_in {_get(layers_float[i], 'n_in')} != n_out "
+                f"{_get(layers_float[i - 1], 'n_out')} of layer {i - 1}")
+    return x
+
+
+def _mean_active_rate(post_activations: np.ndarray, post_lambda: float,
+                      post_rate: float) -> float:
+    """Mean rate of the active post-neurons on the calibration data (for the
+    reset-loss correction)."""
+    active = post_activations[post_activations > 0]
+    if not active.size:
+        return 0.0
+    return float(post_rate * np.mean(np.minimum(active / post_lambda, 1.0)))
+
+
+def _worst_case_float_input(rows: np.ndarray, weights: np.ndarray, n_out: int) -> float:
+    """Largest |input| per step to one post-neuron, in float weight units: every
+    presynaptic neuron with a weight of one sign spikes in the same step."""
+    pos_sum = np.zeros(n_out)
+    neg_sum = np.zeros(n_out)
+    np.add.at(pos_sum, rows, np.maximum(weights, 0.0))
+    np.add.at(neg_sum, rows, np.minimum(weights, 0.0))
+    return float(max(pos_sum.max(initial=0.0), -neg_sum.min(initial=0.0)))
+
+
+def _worst_case_int_input(rows: np.ndarray, qweights: np.ndarray, n_out: int,
+                          weight_exp: int) -> int:
+    """Largest |a| per step to one post-neuron with the integer weights (manifest record)."""
+    qpos = np.zeros(n_out, dtype=np.int64)
+    qneg = np.zeros(n_out, dtype=np.int64)
+    np.add.at(qpos, rows, np.maximum(qweights, 0))
+    np.add.at(qneg, rows, np.minimum(qweights, 0))
+    return int(max(qpos.max(initial=0), -qneg.min(initial=0))) << max(weight_exp, 0)
+
+
+def _largest_fitting_weight_exp(mantissa_scale: float, ratio: float, charge: float,
+                                compensation: float, worst_float: float, fmt: ChipFormat,
+                                name: str, strict: bool, warnings: List[str]) -> int:
+    """The largest exponent whose threshold (kept <= half its range) and
+    worst-case input fit: larger integers give a finer threshold. If none
+    fits, the smallest exponent, after a strict error or a warning."""
+    e_lo, e_hi = int(fmt.weight_exp_min), int(fmt.weight_exp_max)
+    for e in range(e_hi, e_lo - 1, -1):
+        scale = mantissa_scale * 2.0 ** e
+        if scale * ratio * charge * compensation <= (fmt.vth_max >> 1) \
+                and worst_float * scale * charge <= fmt.input_max:
+            return e
+    scale = mantissa_scale * 2.0 ** e_lo
+    _limit_error(strict,
+                 f"layer {name!r}: threshold {scale * ratio * charge * compensation:.0f} or worst-case "
+                 f"current {worst_float * scale * charge:.0f} per step does not fit (vth <= "
+                 f"{fmt.vth_max}, |a| <= {fmt.input_max}) even at weight_exp "
+                 f"{e_lo}; lower num_weight_bits or the profile's "
+                 "weight_exp_min", warnings)
+    return e_lo
+
+
+def _convert_layer(layer_float, name: str, *, fmt: ChipFormat, du: int,
+                   pre_rate: float, post_rate: float, pre_lambda: float, post_lambda: float,
+                   post_activations: np.ndarray, reset_compensation: float,
+                   strict: bool, warnings: List[str]) -> Tuple[SynapseLayer, Dict]:
+    """One float weight layer -> a :class:`SynapseLayer` of integrate-and-fire
+    neurons, and its manifest record (module docstring: normalisation, reset loss)."""
+    w = np.asarray(_get(layer_float, "weight"), dtype=np.float64)
+    rows = np.asarray(_get(layer_float, "rows"), dtype=np.int32)
+    cols = np.asarray(_get(layer_float, "cols"), dtype=np.int32)
+    n_in, n_out = int(_get(layer_float, "n_in")), int(_get(layer_float, "n_out"))
+    if w.shape != rows.shape or w.shape != cols.shape:
+        raise ConfigError(f"layer {name!r}: rows, cols and weight differ in length")
+    order = np.lexsort((cols, rows))
+    rows, cols, w = rows[order], cols[order], w[order]
+    mode = sign_mode_of(w)
+    # charge that one input of the median size delivers to v over time
+    charge = charge_factor(du, float(np.median(np.abs(w))) / max(float(np.abs(w).max()), 1e-300)
+                           * 2 ** (fmt.num_weight_bits - 1)) if w.size else 1.0
+    mantissa_scale = full_range_scale(w, fmt.num_weight_bits, 0, mode)  # mantissa per float unit
+    ratio = (pre_rate / post_rate) * post_lambda / pre_lambda
+    rho = _mean_active_rate(post_activations, post_lambda, post_rate)
+    compensation = max(0.0, 1.0 - reset_compensation * rho)
+    worst_float = _worst_case_float_input(rows, w, n_out)
+    weight_exp = _largest_fitting_weight_exp(mantissa_scale, ratio, charge, compensation,
+                                             worst_float, fmt, name, strict, warnings)
+    scale = mantissa_scale * 2.0 ** weight_exp
+    q = quantize_weights(w, fmt.num_weight_bits, scale=scale, weight_exp=weight_exp,
+                         weight_exp_min=int(fmt.weight_exp_min),
+                         weight_exp_max=int(fmt.weight_exp_max),
+                         sign_mode=mode, strict=strict, name=f"layer {name!r}")
+    vth_ideal = scale * ratio * charge
+    vth = int(round(vth_ideal * compensation))
+    if vth < 1 or vth > fmt.vth_max:
+        _limit_error(strict, f"layer {name!r}: vth {vth} outside 1..{fmt.vth_max} "
+                     f"({fmt.threshold_mant_bits}-bit)", warnings)
+        vth = int(np.clip(vth, 1, fmt.vth_max))
+    neurons = NeuronParams(vth=vth, du=du, dv=IF_DV, bias_exp=0,
+                           bias_mant=np.zeros(n_out, dtype=np.int32))
+    layer = SynapseLayer(
+        name=name, n_in=n_in, n_out=n_out, rows=rows, cols=cols,
+        weights=q.weights.astype(np.int32), weight_exp=int(q.weight_exp),
+        num_weight_bits=int(q.num_weight_bits), neurons=neurons)
+    record = {
+        "name": name,
+        "activation_percentile": post_lambda,
+        "rate_at_percentile": post_rate,
+        "mean_active_rate": rho,
+        "weight_scale": scale,
+        "weight_exp": int(q.weight_exp),
+        "num_weight_bits": int(q.num_weight_bits),
+        "sign_mode": mode,
+        "vth": vth,
+        "vth_uncompensated": float(vth_ideal),
+        "reset_compensation_factor": compensation,
+        "max_abs_input_per_step": _worst_case_int_input(rows, q.weights, n_out, weight_exp),
+        "charge_factor": charge,
+        "du": du, "dv": IF_DV, "bias_exp": 0, "bias_mant": 0,
+    }
+    return layer, record
+
+
 def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
             num_weight_bits: Optional[int] = None,
             profile=None, fmt: Optional[ChipFormat] = None,
@@ -268,21 +296,9 @@ def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
     Returns ``(net, snn_info)``: ``snn_info`` is the manifest ``snn`` block
     (JSON-serialisable).
     """
-    if fmt is None:
-        fmt = ChipFormat.from_profile(profile) if profile is not None else ChipFormat()
-    if num_weight_bits is not None:
-        fmt = ChipFormat(**{**asdict(fmt), "num_weight_bits": int(num_weight_bits)})
-    fmt.check()
-    n_w = len(list(layers_float))
-    post_rates = ([float(max_rate)] * n_w if np.ndim(max_rate) == 0
-                  else [float(r) for r in max_rate])
-    if len(post_rates) != n_w:
-        raise ConfigError(f"max_rate: give one rate or one per weight layer ({n_w}); "
-                          f"got {len(post_rates)}")
-    if not all(0 < r <= 1 for r in post_rates) or not 0 < input_rate <= 1:
-        raise ConfigError(
-            f"max_rate / input_rate: must be in (0, 1] spikes per step "
-            f"(got {max_rate}, {input_rate})")
+    fmt = _resolve_format(fmt, profile, num_weight_bits)
+    n_layers = len(list(layers_float))
+    post_rates = _target_rates(max_rate, input_rate, n_layers)
     if not 1.0 <= float(synaptic_tau) <= 4096.0:
         raise ConfigError(f"synaptic_tau: must be between 1 and 4096 steps (got {synaptic_tau})")
     du = synapse_du(synaptic_tau, fmt)
@@ -292,135 +308,35 @@ def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
         raise ConfigError(f"steps: must be >= 1 (got {steps})")
     steps = int(steps)
     layers_float = list(layers_float)
-    if not layers_float:
-        raise ConfigError("convert: the network has no weight layers")
-    x = np.atleast_2d(np.asarray(calib_x_uint8))
-    if x.size == 0:
-        raise ConfigError("convert: calibration data is empty")
-    if x.min() < 0 or x.max() > 255:
-        raise ConfigError(
-            f"convert: calibration inputs must be uint8 pixels 0..255 "
-            f"(got {x.min()}..{x.max()})")
-    n_in0 = int(_get(layers_float[0], "n_in"))
-    if x.shape[1] != n_in0:
-        raise ConfigError(
-            f"convert: calibration data has {x.shape[1]} features, the first "
-            f"layer expects n_in = {n_in0}")
-    for i in range(1, len(layers_float)):
-        if int(_get(layers_float[i], "n_in")) != int(_get(layers_float[i - 1], "n_out")):
-            raise ConfigError(
-                f"layer {i}: n_in {_get(layers_float[i], 'n_in')} != n_out "
-                f"{_get(layers_float[i - 1], 'n_out')} of layer {i - 1}")
+    x = _checked_calibration_data(calib_x_uint8, layers_float)
     if names is None:
         names = [f"l{i}" for i in range(len(layers_float))]
     warnings: List[str] = []
 
-    # ---- data-based normalisation -----------------------------------------
-    mats = [dense_matrix(L) for L in layers_float]
-    acts = ann_forward(mats, x, all_layers=True)
-    lam = [1.0] + [_percentile_norm(a, percentile) for a in acts[1:]]
+    # data-based normalisation: lambda per layer (input: the largest x / 255 = 1)
+    activations = ann_forward([dense_matrix(L) for L in layers_float], x, all_layers=True)
+    lambdas = [1.0] + [_percentile_norm(a, percentile) for a in activations[1:]]
 
-    # ---- input layer ------------------------------------------------------
     enc, in_vth, in_bias_exp, in_rate = choose_input_encoding(
         x, fmt, max_rate=input_rate, steps=steps)
-    n0 = n_in0
     input_neurons = NeuronParams(vth=in_vth, du=IF_DU, dv=IF_DV, bias_exp=in_bias_exp,
-                                 bias_mant=np.zeros(n0, dtype=np.int32))
+                                 bias_mant=np.zeros(x.shape[1], dtype=np.int32))
     if int(enc.encode(np.array([255]))[0]) > fmt.bias_mant_max:
         _limit_error(strict, f"input layer: bias_mant at pixel 255 exceeds "
                      f"{fmt.bias_mant_max} ({fmt.bias_mant_bits}-bit)", warnings)
     rates = [in_rate] + post_rates
 
-    # ---- weight layers ----------------------------------------------------
     out_layers: List[SynapseLayer] = []
     layer_info = []
-    e_lo = int(fmt.weight_exp_min)
-    e_hi = int(fmt.weight_exp_max)
-    for li, L in enumerate(layers_float):
-        w = np.asarray(_get(L, "weight"), dtype=np.float64)
-        rows = np.asarray(_get(L, "rows"), dtype=np.int32)
-        cols = np.asarray(_get(L, "cols"), dtype=np.int32)
-        n_in, n_out = int(_get(L, "n_in")), int(_get(L, "n_out"))
-        name = str(names[li])
-        if w.shape != rows.shape or w.shape != cols.shape:
-            raise ConfigError(f"layer {name!r}: rows, cols and weight differ in length")
-        order = np.lexsort((cols, rows))
-        rows, cols, w = rows[order], cols[order], w[order]
-        mode = sign_mode_of(w)
-        # charge that one input of the median size delivers to v over time
-        g = charge_factor(du, float(np.median(np.abs(w))) / max(float(np.abs(w).max()), 1e-300)
-                          * 2 ** (fmt.num_weight_bits - 1)) if w.size else 1.0
-        s0 = full_range_scale(w, fmt.num_weight_bits, 0, mode)  # mantissa per float unit
-        ratio = (rates[li] / rates[li + 1]) * lam[li + 1] / lam[li]
-        # mean rate of the active post-neurons (for the reset-loss correction)
-        post = acts[li + 1]
-        act_pos = post[post > 0]
-        rho = float(rates[li + 1] * np.mean(np.minimum(act_pos / lam[li + 1], 1.0))) \
-            if act_pos.size else 0.0
-        comp = max(0.0, 1.0 - reset_compensation * rho)
-        # worst-case |a| per step: every presynaptic neuron with a weight of one
-        # sign spikes in the same step
-        pos_sum = np.zeros(n_out)
-        neg_sum = np.zeros(n_out)
-        np.add.at(pos_sum, rows, np.maximum(w, 0.0))
-        np.add.at(neg_sum, rows, np.minimum(w, 0.0))
-        worst_float = float(max(pos_sum.max(initial=0.0), -neg_sum.min(initial=0.0)))
-        # largest exponent whose threshold and worst-case input fit: larger
-        # integers give a finer threshold; vth kept <= half its range
-        chosen = None
-        for e in range(e_hi, e_lo - 1, -1):
-            S = s0 * 2.0 ** e
-            vth_f = S * ratio * g * comp
-            if vth_f <= (fmt.vth_max >> 1) and worst_float * S * g <= fmt.input_max:
-                chosen = e
-                break
-        if chosen is None:
-            e = e_lo
-            S = s0 * 2.0 ** e
-            _limit_error(strict,
-                         f"layer {name!r}: threshold {S * ratio * g * comp:.0f} or worst-case "
-                         f"current {worst_float * S * g:.0f} per step does not fit (vth <= "
-                         f"{fmt.vth_max}, |a| <= {fmt.input_max}) even at weight_exp "
-                         f"{e_lo}; lower num_weight_bits or the profile's "
-                         "weight_exp_min", warnings)
-            chosen = e_lo
-        S = s0 * 2.0 ** chosen
-        q = quantize_weights(w, fmt.num_weight_bits, scale=S, weight_exp=chosen,
-                             weight_exp_min=e_lo, weight_exp_max=e_hi,
-                             sign_mode=mode, strict=strict, name=f"layer {name!r}")
-        vth_ideal = S * ratio * g
-        vth = int(round(vth_ideal * comp))
-        if vth < 1 or vth > fmt.vth_max:
-            _limit_error(strict, f"layer {name!r}: vth {vth} outside 1..{fmt.vth_max} "
-                         f"({fmt.threshold_mant_bits}-bit)", warnings)
-            vth = int(np.clip(vth, 1, fmt.vth_max))
-        neurons = NeuronParams(vth=vth, du=du, dv=IF_DV, bias_exp=0,
-                               bias_mant=np.zeros(n_out, dtype=np.int32))
-        out_layers.append(SynapseLayer(
-            name=name, n_in=n_in, n_out=n_out, rows=rows, cols=cols,
-            weights=q.weights.astype(np.int32), weight_exp=int(q.weight_exp),
-            num_weight_bits=int(q.num_weight_bits), neurons=neurons))
-        qpos = np.zeros(n_out, dtype=np.int64)
-        qneg = np.zeros(n_out, dtype=np.int64)
-        np.add.at(qpos, rows, np.maximum(q.weights, 0))
-        np.add.at(qneg, rows, np.minimum(q.weights, 0))
-        worst_int = int(max(qpos.max(initial=0), -qneg.min(initial=0))) << max(chosen, 0)
-        layer_info.append({
-            "name": name,
-            "activation_percentile": lam[li + 1],
-            "rate_at_percentile": rates[li + 1],
-            "mean_active_rate": rho,
-            "weight_scale": S,
-            "weight_exp": int(q.weight_exp),
-            "num_weight_bits": int(q.num_weight_bits),
-            "sign_mode": mode,
-            "vth": vth,
-            "vth_uncompensated": float(vth_ideal),
-            "reset_compensation_factor": comp,
-            "max_abs_input_per_step": worst_int,
-            "charge_factor": g,
-            "du": du, "dv": IF_DV, "bias_exp": 0, "bias_mant": 0,
-        })
+    for li, layer_float in enumerate(layers_float):
+        layer, record = _convert_layer(
+            layer_float, str(names[li]), fmt=fmt, du=du,
+            pre_rate=rates[li], post_rate=rates[li + 1],
+            pre_lambda=lambdas[li], post_lambda=lambdas[li + 1],
+            post_activations=activations[li + 1], reset_compensation=reset_compensation,
+            strict=strict, warnings=warnings)
+        out_layers.append(layer)
+        layer_info.append(record)
 
     net = IntegerNetwork(input_neurons=input_neurons, encoding=enc, layers=out_layers)
     info = {
@@ -454,216 +370,6 @@ def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
         "warnings": warnings,
     }
     return net, info
-
-
-# --------------------------------------------------------------------------
-# Threshold calibration on validation data
-# --------------------------------------------------------------------------
-
-#: Threshold scale factors tried per layer by :func:`calibrate`.
-#: Output-layer bias, as a fraction of the output threshold per step.
-OUTPUT_BIAS_GRID = (0.0, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2)
-CALIBRATION_GRID = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4)
-
-
-def with_thresholds(net: IntegerNetwork, vths: Sequence[int],
-                    output_bias: Optional[Tuple[int, int]] = None) -> IntegerNetwork:
-    """A copy of ``net`` with thresholds ``vths`` = [input vth, layer 0 vth, ...]
-    and, if given, ``output_bias = (bias_mant, bias_exp)`` on every output neuron."""
-    from dataclasses import replace
-    if len(vths) != len(net.layers) + 1:
-        raise ConfigError(f"with_thresholds: {len(net.layers) + 1} thresholds expected, "
-                          f"got {len(vths)}")
-    inp = replace(net.input_neurons, vth=int(vths[0]))
-    layers = [replace(L, neurons=replace(L.neurons, vth=int(v)))
-              for L, v in zip(net.layers, vths[1:])]
-    if output_bias is not None:
-        mant, exp = int(output_bias[0]), int(output_bias[1])
-        last = layers[-1]
-        layers[-1] = replace(last, neurons=replace(
-            last.neurons, bias_exp=exp,
-            bias_mant=np.full(last.n_out, mant, dtype=np.int32)))
-    return IntegerNetwork(input_neurons=inp, encoding=net.encoding, layers=layers)
-
-
-def calibrate(net: IntegerNetwork, x_val_uint8: np.ndarray, y_val: np.ndarray, steps: int, *,
-              fmt: Optional[ChipFormat] = None, grid: Sequence[float] = CALIBRATION_GRID,
-              passes: int = 2, max_samples: Optional[int] = 1000,
-              include_input: bool = True, bias_grid: Sequence[float] = OUTPUT_BIAS_GRID,
-              backend=None, seed: int = 0) -> Tuple[IntegerNetwork, Dict]:
-    """Choose per-layer thresholds by simulating validation data.
-
-    Greedy coordinate search (``passes`` sweeps, input layer first, then each
-    weight layer in order): the threshold of one layer is set to
-    ``round(vth0 * f)`` for each ``f`` in ``grid`` (``vth0`` = the converted
-    threshold, so factors are not compounded across passes) and the choice
-    that is best on the validation set is kept. "Best" is lexicographic:
-    SNN accuracy, then agreement of the SNN's class with the ANN's (the
-    network's own integer weights), then fewer spikes. The current setting is
-    always a candidate and is replaced only by a strictly better one, so the
-    validation accuracy never goes down. Only thresholds change; every value
-    stays inside ``1..fmt.vth_max`` (thresholds that would leave it are
-    skipped), weights, exponents and the input encoding are untouched.
-
-    The output layer may also get a constant bias, the same for every output
-    neuron (a common shift of all logits: the ANN's class does not change),
-    of ``beta * (vth << 6)`` per step for ``beta`` in ``bias_grid``: without
-    it a sample whose largest logit is <= 0 gives no output spike at all and
-    falls to class 0. The bias is stored as ``bias_mant << bias_exp`` with
-    the smallest exponent whose mantissa fits ``fmt``'s width.
-
-    This compensates, on data, what the analytic normalisation misses: the
-    charge lost at Lava's reset to zero, percentile clipping and the integer
-    input periods. The validation data must not be the test set.
-
-    Returns ``(net, info)``: ``info`` (JSON-serialisable) records the factors,
-    thresholds, validation accuracy before/after and the number of
-    simulations.
-    """
-    if backend is None:
-        from deepr_neuro.simulate.backends import get_backend
-        backend = get_backend("emulator")
-    fmt = fmt or ChipFormat()
-    x = np.atleast_2d(np.asarray(x_val_uint8))
-    y = np.asarray(y_val).reshape(-1)
-    if x.shape[0] != y.shape[0]:
-        raise ConfigError(f"calibrate: {x.shape[0]} samples but {y.shape[0]} labels")
-    if x.shape[0] == 0:
-        raise ConfigError("calibrate: validation data is empty")
-    if max_samples is not None and x.shape[0] > int(max_samples):
-        idx = np.sort(np.random.default_rng(seed).choice(x.shape[0], int(max_samples),
-                                                         replace=False))
-        x, y = x[idx], y[idx]
-    steps = int(steps)
-    grid = sorted(set(float(f) for f in grid) | {1.0})
-    qlayers = [dict(rows=L.rows, cols=L.cols, weight=np.zeros(len(L.rows)),
-                    n_in=L.n_in, n_out=L.n_out) for L in net.layers]
-    ann_pred = np.argmax(ann_forward(quantized_matrices(qlayers, quantized_layers_of(net)), x),
-                         axis=1)
-    vth0 = [int(net.input_neurons.vth)] + [int(L.neurons.vth) for L in net.layers]
-    names = ["input"] + [L.name for L in net.layers]
-    cache: Dict[Tuple[int, ...], Tuple[float, float, float]] = {}
-
-    def score(vths: Tuple[int, ...]) -> Tuple[float, float, float]:
-        if vths not in cache:
-            ob = out_bias(vths[:-1], vths[-1])
-            res = backend.run(with_thresholds(net, vths[:-1], ob), x, steps)
-            pred = res.predictions()
-            spikes = float(sum(c.sum() for c in res.counts)) / x.shape[0]
-            cache[vths] = (float(np.mean(pred == y)), float(np.mean(pred == ann_pred)), -spikes)
-        return cache[vths]
-
-    def out_bias(vths: Tuple[int, ...], beta: float) -> Optional[Tuple[int, int]]:
-        if beta <= 0:
-            return None
-        b = beta * (int(vths[-1]) << ACT_SHIFT)
-        for e in range(0, int(fmt.bias_exp_max) + 1):
-            m = int(round(b / (1 << e)))
-            if m <= fmt.bias_mant_max:
-                return (max(m, 0), e)
-        return None  # does not fit: candidate skipped
-
-    betas = sorted(set(float(b) for b in bias_grid) | {0.0})
-    cur = tuple(vth0) + (0.0,)
-    start = score(cur)
-    best = start
-    layers_to_tune = list(range(0 if include_input else 1, len(vth0)))
-    for _ in range(max(int(passes), 0)):
-        changed = False
-        for li in layers_to_tune:
-            for f in grid:
-                v = int(round(vth0[li] * f))
-                if v < 1 or v > fmt.vth_max or v == cur[li]:
-                    continue
-                cand = cur[:li] + (v,) + cur[li + 1:]
-                s = score(cand)
-                if s > best:
-                    best, cur, changed = s, cand, True
-        for beta in betas:
-            if beta == cur[-1] or (beta > 0 and out_bias(cur[:-1], beta) is None):
-                continue
-            cand = cur[:-1] + (beta,)
-            s = score(cand)
-            if s > best:
-                best, cur, changed = s, cand, True
-        if not changed:
-            break
-    ob = out_bias(cur[:-1], cur[-1])
-    out = with_thresholds(net, cur[:-1], ob)
-    info = {
-        "method": "greedy per-layer threshold scaling on validation data (emulator), "
-                  "objective: accuracy, then agreement with the integer ANN, then fewer spikes",
-        "steps": steps,
-        "n_samples": int(x.shape[0]),
-        "grid": [float(f) for f in grid],
-        "passes": int(passes),
-        "layers": [{"name": n, "vth_converted": int(a), "vth": int(b),
-                    "factor": float(b) / float(a) if a else 1.0}
-                   for n, a, b in zip(names, vth0, cur[:-1])],
-        "output_bias": {"beta": float(cur[-1]),
-                        "bias_mant": int(ob[0]) if ob else 0,
-                        "bias_exp": int(ob[1]) if ob else 0,
-                        "rule": "bias_mant << bias_exp = beta * (vth << 6) on every output "
-                                "neuron (a common shift of the logits)"},
-        "bias_grid": [float(b) for b in betas],
-        "val_accuracy_before": start[0], "val_accuracy_after": best[0],
-        "val_ann_agreement_before": start[1], "val_ann_agreement_after": best[1],
-        "val_spikes_per_sample_before": -start[2], "val_spikes_per_sample_after": -best[2],
-        "simulations": len(cache),
-    }
-    return out, info
-
-
-# --------------------------------------------------------------------------
-# Accuracy helpers
-# --------------------------------------------------------------------------
-
-def quantized_layers_of(net: IntegerNetwork) -> List[QuantizedLayer]:
-    """The integer weights of ``net`` as QuantizedLayers (scale 1)."""
-    return [QuantizedLayer(weights=L.weights, weight_exp=L.weight_exp,
-                           num_weight_bits=L.num_weight_bits,
-                           sign_mode=sign_mode_of(L.weights), scale=1.0)
-            for L in net.layers]
-
-
-def quantized_ann_accuracy(net: IntegerNetwork, x_uint8: np.ndarray, y: np.ndarray) -> float:
-    """ANN accuracy with the network's integer weights, as the chip applies them
-    (after Lava's truncation). Scales do not matter: the net has no biases."""
-    layers = [dict(rows=L.rows, cols=L.cols, weight=np.zeros(len(L.rows)),
-                   n_in=L.n_in, n_out=L.n_out) for L in net.layers]
-    return accuracy(ann_forward(quantized_matrices(layers, quantized_layers_of(net)),
-                                x_uint8), y)
-
-
-def snn_accuracy(net: IntegerNetwork, x_uint8: np.ndarray, y: np.ndarray, steps: int,
-                 backend=None) -> float:
-    """Accuracy of the spiking network (most output spikes, ties -> lowest)."""
-    if backend is None:
-        from deepr_neuro.simulate.backends import get_backend
-        backend = get_backend("emulator")
-    res = backend.run(net, np.asarray(x_uint8), int(steps))
-    return float(np.mean(res.predictions() == np.asarray(y)))
-
-
-def steps_accuracy_table(net: IntegerNetwork, x: np.ndarray, y: np.ndarray,
-                         steps_list: Sequence[int] = (10, 20, 50, 100, 200),
-                         backend=None) -> List[Dict]:
-    """SNN accuracy for each number of steps (one run of the longest, counts
-    taken at each prefix would differ only by ties; each length is run
-    separately so the numbers are exactly what a user running it gets).
-
-    Returns ``[{"steps": T, "accuracy": acc, "mean_output_spikes": s}, ...]``.
-    """
-    if backend is None:
-        from deepr_neuro.simulate.backends import get_backend
-        backend = get_backend("emulator")
-    rows = []
-    for T in steps_list:
-        res = backend.run(net, np.asarray(x), int(T))
-        rows.append({"steps": int(T),
-                     "accuracy": float(np.mean(res.predictions() == np.asarray(y))),
-                     "mean_output_spikes": float(res.output_counts.sum(axis=1).mean())})
-    return rows
 
 
 # --------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from deepr_neuro.errors import BundleError
-from deepr_neuro.experiments.sweep import RESULTS, SWEEP_JSON, load_results, method_key, write_summary
+from deepr_neuro.store.sweep_layout import RESULTS, SWEEP_JSON
+from deepr_neuro.experiments.summary import load_results, method_key, write_summary
 
 ACCURACY_PNG = "accuracy_vs_connectivity.png"
 REWIRING_PNG = "rewiring.png"

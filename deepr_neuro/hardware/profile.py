@@ -10,59 +10,31 @@ reason and, where one is likely, the fix::
 
     hardware_profiles/x.yaml: field 'synapses_per_core': must be > 0 (got 0)
 
-Synapse memory model
---------------------
-The memory formula is nengo-loihi's (``SynapseConfig.bits_per_axon`` in
-``nengo_loihi/block.py``; ``Synapse.bits`` sums it over the weight rows of a
-synapse block). Our reading of it:
-
-* Synapses are stored **per input axon**: the synapses that one presynaptic
-  neuron (one input axon of the core) makes onto neurons of the core form one
-  row. A row of ``n`` synapses is split into chunks of at most
-  ``chunk_max_synapses`` (64 on Loihi: ``n_synapses = 63`` plus one).
-* A chunk of ``m`` synapses costs ``m * (weight_bits + delay_bits + tag_bits
-  [+ index_bits when sparse]) + chunk_header_bits`` (10 on Loihi: a 4-bit
-  synapse-format index and a 6-bit synapse count), rounded **up** to a whole
-  memory word (``word_bits`` = 64).
-* ``index_bits`` addresses the post-neuron (compartment) on the core: nengo-
-  loihi takes ``ceil(log2(max_index + 1))`` and rounds it up to the next width
-  the chip offers (``index_bits_allowed``: 0, 6, 7, ..., 12 on Loihi). A core
-  whose highest used neuron index is 1023 therefore pays 10 index bits per
-  sparse synapse; one with 64 neurons pays 6.
-* Dense storage (``sparse=False``) stores one weight for every neuron of the
-  core in each row (zeros included) and no index bits.
-
-So the memory one core uses depends on how its synapses spread over input
-axons, not only on their number: 64 synapses from one axon cost one chunk
-(1216 bits with 8-bit weights and 10 index bits), the same 64 synapses from 64
-different axons cost 64 one-synapse chunks (64 x 64 = 4096 bits).
-:meth:`HardwareProfile.synapse_memory_bits` computes the exact figure for a
-given layout; :meth:`HardwareProfile.synapse_capacity` gives the best case
-(rows packed into full chunks) or, with ``n_axons``, a count that fits *every*
-layout over at most that many axons (what a rewiring loop needs, since it moves
-synapses between axons at every step).
+The YAML loading and error text live in :mod:`deepr_neuro.hardware.yaml_io`
+(the model spec uses them too); the chunked synapse memory model (nengo-loihi's
+formula: per input axon, rows split into chunks, rounded up to memory words)
+in :mod:`deepr_neuro.hardware.memory`, to which the memory methods delegate.
+This module is the schema.
 """
 from __future__ import annotations
 
-import difflib
-import math
-import reprlib
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     model_validator,
 )
 
 from deepr_neuro.errors import ConfigError
+from deepr_neuro.hardware import memory
+from deepr_neuro.hardware.yaml_io import FieldIssue, echo, read_yaml_mapping, validate_mapping
+from deepr_neuro.hardware.energy import EnergyModel
+from deepr_neuro.network.fixed_point import LAVA_FORMAT, LAVA_LIMITS
 
 __all__ = [
     "LAVA_LIMITS",
@@ -72,307 +44,12 @@ __all__ = [
     "load_profile",
     "list_profiles",
     "profile_to_dict",
-    "format_validation_error",
-    "read_yaml_mapping",
-    "read_text_file",
-    "StrictLoader",
-    "echo",
 ]
 
-# What Lava's bit-accurate models (lava-nc 0.10.0: proc/sparse, proc/dense,
-# proc/lif models, utils/weightutils.py) can represent. A profile may be
+# What Lava's bit-accurate models can represent lives in network/fixed_point.py
+# (LAVA_LIMITS: value ranges, LAVA_FORMAT: LIF widths). A profile may be
 # narrower than this, never wider: the deploy target could not carry it.
-LAVA_LIMITS = {
-    "weight_bits": (1, 8),          # Sparse/Dense num_weight_bits
-    "weight_min": -256,             # weights are integers in [-256, 255]
-    "weight_max": 255,
-    "threshold_mant_bits": 17,      # LIF vth (unsigned), compared as vth << 6
-    "bias_mant_bits": 13,           # LIF bias_mant, signed, sign bit included
-    "bias_exp_max": 7,              # LIF bias_exp, 3 bits
-    "decay_bits": 12,               # LIF du, dv (0..4095)
-    "current_bits": 24,             # LIF u, wraps at 2^23
-    "voltage_bits": 24,             # LIF v, clipped to +-(2^23 - 1)
-}
 
-
-class _FieldIssue(ValueError):
-    """A cross-field problem raised inside a validator, tagged with its field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-# ---------------------------------------------------------------- error text
-def _loc_to_field(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _model_at(model_cls: type, loc: Sequence[Any]) -> Optional[type]:
-    """The pydantic model class that owns the last element of ``loc``."""
-    import typing
-
-    cls: Any = model_cls
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return None
-        field = cls.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        # unwrap Optional[...] / list[...]
-        for _ in range(3):
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                break
-            if not args:
-                break
-            ann = next(
-                (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)),
-                args[0],
-            )
-        cls = ann
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return cls
-    return None
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word)[:100], list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def format_validation_error(
-    err: ValidationError, source: str, model_cls: type
-) -> str:
-    """Turn a pydantic ValidationError into one line per problem:
-    ``<source>: field '<field>': <reason> (got <value>)``."""
-    lines = []
-    for e in err.errors():
-        loc = tuple(e.get("loc", ()))
-        typ = e.get("type", "")
-        ctx = e.get("ctx") or {}
-        inp = e.get("input")
-        field = _loc_to_field(loc)[:120]
-        original = ctx.get("error")
-        if isinstance(original, _FieldIssue):
-            field = _loc_to_field(loc + tuple(
-                int(x) if x.isdigit() else x for x in original.field.split(".")))
-            msg = original.message
-        elif typ == "extra_forbidden":
-            owner = _model_at(model_cls, loc)
-            allowed = sorted(owner.model_fields) if owner else []
-            key = str(loc[-1])[:120] if loc else "?"
-            msg = f"unknown key{_did_you_mean(key, allowed)}"
-            if allowed:
-                msg += f" (allowed keys: {', '.join(allowed)})"
-        elif typ == "missing":
-            msg = "required field is missing: add it"
-        elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-            op, key = {
-                "greater_than": (">", "gt"),
-                "greater_than_equal": (">=", "ge"),
-                "less_than": ("<", "lt"),
-                "less_than_equal": ("<=", "le"),
-            }[typ]
-            msg = f"must be {op} {ctx.get(key)} (got {echo(inp)})"
-        elif typ == "finite_number":
-            msg = f"must be a finite number (got {echo(inp)})"
-        elif typ.startswith("int_"):
-            msg = f"must be an integer (got {echo(inp)})"
-        elif typ.startswith("float_"):
-            msg = f"must be a number (got {echo(inp)})"
-        elif typ.startswith("bool_"):
-            msg = f"must be true or false (got {echo(inp)})"
-        elif typ.startswith("string_") and typ != "string_too_short":
-            msg = f"must be a string (got {echo(inp)})"
-        elif typ == "string_too_short":
-            msg = f"must not be empty (got {echo(inp)})"
-        elif typ in ("list_type",):
-            msg = f"must be a list (got {echo(inp)})"
-        elif typ in ("model_type", "dict_type", "model_attributes_type"):
-            msg = f"must be a mapping of keys to values (got {echo(inp)})"
-        elif typ == "literal_error":
-            expected = ctx.get("expected", "")
-            choices = [c.strip(" '\"") for c in str(expected).replace(" or ", ",").split(",")]
-            msg = (f"must be one of {expected} (got {echo(inp)})"
-                   f"{_did_you_mean(inp, choices) if isinstance(inp, str) else ''}")
-        elif typ == "value_error" and original is not None:
-            msg = str(original)[:600]
-        else:
-            msg = f"{e.get('msg')} (got {echo(inp)})"
-        where = f"field '{field}'" if field else "top level"
-        lines.append(f"{source}: {where}: {msg}")
-    return "\n".join(lines)
-
-
-def validate_mapping(cls: type, data: Any, source: str, kind: str):
-    """``cls.model_validate(data)`` with problems raised as ConfigError naming ``source``;
-    the result remembers ``source`` for later messages."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a {kind} must be a mapping (got {type(data).__name__})")
-    try:
-        obj = cls.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, cls)) from None
-    obj._source = str(source)
-    return obj
-
-
-# What a YAML input may hold. A profile or model spec is a few kB; these
-# bounds stop a hostile file (huge, or an alias "billion laughs" bomb) before
-# it costs memory or time.
-MAX_YAML_BYTES = 1 << 20        # 1 MiB per file
-MAX_YAML_ALIASES = 100          # '*name' references per file
-MAX_YAML_NODES = 100_000        # nodes after expanding every alias
-ECHO_CHARS = 200                # an echoed user value is cut to this many characters
-
-_ECHO = reprlib.Repr()
-_ECHO.maxstring = _ECHO.maxother = ECHO_CHARS
-_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 8
-_ECHO.maxlevel = 3
-
-
-def echo(value: Any, limit: int = ECHO_CHARS) -> str:
-    """``repr(value)`` for an error message, bounded in time and length (a
-    deeply nested or huge value never reaches the message whole)."""
-    text = _ECHO.repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
-
-
-class _YamlRefused(Exception):
-    """Raised inside the loader; turned into a ConfigError naming the file."""
-
-
-class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses duplicate mapping keys (PyYAML keeps the
-    last silently) and alias expansion beyond MAX_YAML_ALIASES references or
-    MAX_YAML_NODES nodes (an anchor bomb builds an exponentially large value
-    from a few lines)."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._aliases = 0
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_YAML_ALIASES:
-                mark = self.peek_event().start_mark
-                raise _YamlRefused(
-                    f"line {mark.line + 1}: more than {MAX_YAML_ALIASES} alias references "
-                    f"('*name'); write the values out")
-        return super().compose_node(parent, index)
-
-    def get_single_node(self):
-        node = super().get_single_node()
-        if node is not None:
-            _count_expanded(node)
-        return node
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
-                except TypeError:
-                    continue
-                if first != key_node.start_mark.line + 1:
-                    raise _YamlRefused(
-                        f"line {key_node.start_mark.line + 1}: duplicate key {echo(key)} (first "
-                        f"given at line {first}); YAML would keep only the last: remove one")
-        return super().construct_mapping(node, deep=deep)
-
-
-def _count_expanded(root) -> None:
-    """Nodes the document has once every alias is expanded; refuse past MAX_YAML_NODES.
-    Counted over the shared node graph with memoisation, so the count itself is cheap."""
-    memo: dict = {}
-
-    def size(node) -> int:
-        got = memo.get(id(node))
-        if got is not None:
-            return got
-        memo[id(node)] = MAX_YAML_NODES + 1  # a cycle (recursive alias) counts as too large
-        if isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(child) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            total = 1 + sum(size(k) + size(v) for k, v in node.value)
-        else:
-            total = 1
-        total = min(total, MAX_YAML_NODES + 1)
-        memo[id(node)] = total
-        return total
-
-    if size(root) > MAX_YAML_NODES:
-        raise _YamlRefused(
-            f"expanding its aliases ('*name') gives more than {MAX_YAML_NODES} values "
-            f"(an alias bomb?); write the values out")
-
-
-def read_text_file(path: str | Path, kind: str, max_bytes: int = MAX_YAML_BYTES) -> str:
-    """The UTF-8 text of a small input file; a missing, unreadable, binary or
-    oversized file is a ConfigError naming it."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{p}: {kind} file expected but this is a directory; give the YAML file's path")
-    if not p.exists():
-        raise ConfigError(f"{p}: {kind} file not found; check the path")
-    if not p.is_file():  # a FIFO would block the open, a socket or device makes no sense
-        raise ConfigError(f"{p}: {kind} file expected but this is not a regular file; give the YAML file's path")
-    try:
-        with open(p, "rb") as f:
-            raw = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the {kind} file ({exc.strerror or exc}); "
-                          f"check its permissions") from None
-    if len(raw) > max_bytes:
-        raise ConfigError(f"{p}: {kind} file larger than {max_bytes} bytes; a {kind} is a "
-                          f"few kB of YAML: check the path")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a text (UTF-8) YAML file") from None
-
-
-def read_yaml_mapping(path: str | Path, kind: str) -> dict:
-    """Read a YAML file that must hold a mapping; errors name the file.
-    Duplicate keys, alias bombs and files over MAX_YAML_BYTES are refused."""
-    p = Path(path)
-    text = read_text_file(p, kind)
-    try:
-        loader = StrictLoader(text)
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except _YamlRefused as exc:
-        raise ConfigError(f"{p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {str(getattr(exc, 'problem', exc))[:300]}") from None
-    except (RecursionError, ValueError, OverflowError) as exc:  # e.g. deeply nested flow, huge number
-        raise ConfigError(f"{p}: YAML value cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{p}: a {kind} must be a YAML mapping of keys to values "
-            f"(got {type(data).__name__})"
-        )
-    return data
 
 
 # ---------------------------------------------------------------- the schema
@@ -415,17 +92,17 @@ class SynapseMemory(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "SynapseMemory":
         if self.index_bits is None and not self.index_bits_allowed:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "index_bits_allowed",
                 "give either index_bits (a fixed width) or index_bits_allowed "
                 "(the widths the chip offers, e.g. [0, 6, 7, 8, 9, 10, 11, 12] on Loihi)")
         if self.index_bits is not None and self.index_bits_allowed:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "index_bits", "give index_bits or index_bits_allowed, not both")
         if self.index_bits_allowed:
             bad = [b for b in self.index_bits_allowed if not 0 <= b <= MAX_FIELD_BITS]
             if bad:
-                raise _FieldIssue("index_bits_allowed",
+                raise FieldIssue("index_bits_allowed",
                                   f"widths must be in 0..{MAX_FIELD_BITS} (got {echo(bad)})")
         return self
 
@@ -473,95 +150,115 @@ class HardwareProfile(BaseModel):
     current_bits: int = Field(gt=0, description="synaptic current state width (bits, signed)")
     voltage_bits: int = Field(gt=0, description="membrane voltage state width (bits, signed)")
     chip: Optional[ChipTotals] = None
+    energy: Optional[EnergyModel] = Field(None, exclude=True)  # estimates only: not part of manifests/fingerprints
 
     _source: str = PrivateAttr(default="<profile>")
 
     # ------------------------------------------------------------ validation
     @model_validator(mode="after")
     def _check(self) -> "HardwareProfile":
+        """Cross-field rules, in this order: a budget exists, the weight format
+        and the neuron widths fit Lava, the memory model holds the budget, the
+        chip totals are plausible."""
+        self._check_budget()
+        self._check_weight_format()
+        self._check_lava_widths()
+        if self.synapse_memory_bits_per_core is not None:
+            self._check_memory()
+        self._check_chip_totals()
+        return self
+
+    def _check_budget(self) -> None:
         if self.synapses_per_core is None and self.synapse_memory_bits_per_core is None:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "synapses_per_core",
                 "no synapse budget: give synapses_per_core (a count) and/or "
                 "synapse_memory_bits_per_core (with a synapse_memory block)")
         if self.synapse_memory_bits_per_core is not None and self.synapse_memory is None:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "synapse_memory",
                 "synapse_memory_bits_per_core is set but the synapse_memory block "
                 "(word_bits, chunk_max_synapses, chunk_header_bits, index bits) is missing: add it")
-        lo, hi = LAVA_LIMITS["weight_bits"]
+
+    def _check_weight_format(self) -> None:
+        lo, hi = LAVA_LIMITS["num_weight_bits"]
         bad = [b for b in self.weight_bits_allowed if not lo <= b <= hi]
         if bad:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "weight_bits_allowed",
                 f"widths {bad} cannot be represented: Lava's Sparse/Dense take "
                 f"{lo}..{hi} weight bits; remove them")
         if self.weight_bits not in self.weight_bits_allowed:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "weight_bits",
                 f"{self.weight_bits} bits is not offered by this chip "
                 f"(weight_bits_allowed: {self.weight_bits_allowed}); pick one of those")
-        wmin, wmax = LAVA_LIMITS["weight_min"], LAVA_LIMITS["weight_max"]
+        wmin, wmax = LAVA_LIMITS["weight"]
         if not wmin <= self.weight_min < 0:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "weight_min", f"must be in [{wmin}, -1] (mixed-sign weights as Lava "
                 f"stores them; got {self.weight_min})")
         if not 0 < self.weight_max <= wmax:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "weight_max", f"must be in [1, {wmax}] (got {self.weight_max})")
         if self.weight_exp_min > self.weight_exp_max:
-            raise _FieldIssue(
+            raise FieldIssue(
                 "weight_exp_min", f"must be <= weight_exp_max ({self.weight_exp_min} > "
                 f"{self.weight_exp_max})")
+
+    def _check_lava_widths(self) -> None:
         for key in ("threshold_mant_bits", "bias_mant_bits", "bias_exp_max",
                     "decay_bits", "current_bits", "voltage_bits"):
-            val, lim = getattr(self, key), LAVA_LIMITS[key]
+            val, lim = getattr(self, key), LAVA_FORMAT[key]
             if val > lim:
-                raise _FieldIssue(
+                raise FieldIssue(
                     key, f"must be <= {lim} (got {val}): Lava's bit-accurate LIF "
                     f"cannot represent more")
-        if self.synapse_memory_bits_per_core is not None:
-            mem = self.synapse_memory
-            assert mem is not None
-            if self.synapse_memory_bits_per_core % mem.word_bits:
-                raise _FieldIssue(
-                    "synapse_memory_bits_per_core",
-                    f"must be a whole number of {mem.word_bits}-bit words "
-                    f"(got {self.synapse_memory_bits_per_core})")
-            need = math.ceil(math.log2(self.neurons_per_core)) if self.neurons_per_core > 1 else 0
-            if mem.index_bits is not None and mem.index_bits < need:
-                raise _FieldIssue(
-                    "synapse_memory.index_bits",
-                    f"{mem.index_bits} bits cannot address {self.neurons_per_core} "
-                    f"neurons per core (needs {need})")
-            if mem.index_bits_allowed and max(mem.index_bits_allowed) < need:
-                raise _FieldIssue(
-                    "synapse_memory.index_bits_allowed",
-                    f"the widest index ({max(mem.index_bits_allowed)} bits) cannot "
-                    f"address {self.neurons_per_core} neurons per core (needs {need}); "
-                    f"add a wider index or lower neurons_per_core")
-            one = self._chunk_bits(1, self.weight_bits, True, self.neurons_per_core)
-            if one > self.synapse_memory_bits_per_core:
-                raise _FieldIssue(
-                    "synapse_memory_bits_per_core",
-                    f"too small to hold even one synapse ({one} bits needed)")
-            if self.synapses_per_core is not None:
-                cap = self._memory_capacity_best(self.weight_bits, True, self.neurons_per_core)
-                if self.synapses_per_core > cap:
-                    raise _FieldIssue(
-                        "synapses_per_core",
-                        f"{self.synapses_per_core} synapses do not fit "
-                        f"synapse_memory_bits_per_core={self.synapse_memory_bits_per_core} "
-                        f"with {self.weight_bits}-bit sparse weights (at most {cap} even "
-                        f"packed in full chunks); lower synapses_per_core to <= {cap} or "
-                        f"remove it to derive the budget from memory")
+
+    def _check_memory(self) -> None:
+        """The memory is whole words, addresses every neuron, and holds the count budget."""
+        mem = self.synapse_memory
+        assert mem is not None
+        if self.synapse_memory_bits_per_core % mem.word_bits:
+            raise FieldIssue(
+                "synapse_memory_bits_per_core",
+                f"must be a whole number of {mem.word_bits}-bit words "
+                f"(got {self.synapse_memory_bits_per_core})")
+        need = memory.index_bits_needed(self.neurons_per_core)
+        if mem.index_bits is not None and mem.index_bits < need:
+            raise FieldIssue(
+                "synapse_memory.index_bits",
+                f"{mem.index_bits} bits cannot address {self.neurons_per_core} "
+                f"neurons per core (needs {need})")
+        if mem.index_bits_allowed and max(mem.index_bits_allowed) < need:
+            raise FieldIssue(
+                "synapse_memory.index_bits_allowed",
+                f"the widest index ({max(mem.index_bits_allowed)} bits) cannot "
+                f"address {self.neurons_per_core} neurons per core (needs {need}); "
+                f"add a wider index or lower neurons_per_core")
+        one = self._chunk_bits(1, self.weight_bits, True, self.neurons_per_core)
+        if one > self.synapse_memory_bits_per_core:
+            raise FieldIssue(
+                "synapse_memory_bits_per_core",
+                f"too small to hold even one synapse ({one} bits needed)")
+        if self.synapses_per_core is not None:
+            cap = self._memory_capacity_best(self.weight_bits, True, self.neurons_per_core)
+            if self.synapses_per_core > cap:
+                raise FieldIssue(
+                    "synapses_per_core",
+                    f"{self.synapses_per_core} synapses do not fit "
+                    f"synapse_memory_bits_per_core={self.synapse_memory_bits_per_core} "
+                    f"with {self.weight_bits}-bit sparse weights (at most {cap} even "
+                    f"packed in full chunks); lower synapses_per_core to <= {cap} or "
+                    f"remove it to derive the budget from memory")
+
+    def _check_chip_totals(self) -> None:
         if self.chip is not None and self.chip.neurons is not None:
             if self.chip.neurons > self.cores * self.neurons_per_core:
-                raise _FieldIssue(
+                raise FieldIssue(
                     "chip.neurons",
                     f"{self.chip.neurons} neurons per chip exceed cores x "
                     f"neurons_per_core = {self.cores * self.neurons_per_core}")
-        return self
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -598,16 +295,16 @@ class HardwareProfile(BaseModel):
         n = self.neurons_per_core if n_neurons is None else int(n_neurons)
         if n < 1:
             raise ConfigError(f"n_neurons must be >= 1 (got {n})")
-        need = math.ceil(math.log2(n)) if n > 1 else 0
+        need = memory.index_bits_needed(n)
         if mem.index_bits is not None:
             if need > mem.index_bits:
                 raise ConfigError(
                     f"{self._source}: field 'synapse_memory.index_bits': {mem.index_bits} "
                     f"bits cannot address {n} neurons")
             return mem.index_bits
-        for b in sorted(mem.index_bits_allowed or []):
-            if b >= need:
-                return b
+        width = memory.index_width(mem.index_bits_allowed, need)
+        if width is not None:
+            return width
         raise ConfigError(
             f"{self._source}: field 'synapse_memory.index_bits_allowed': no width addresses "
             f"{n} neurons (needs {need} bits)")
@@ -624,12 +321,7 @@ class HardwareProfile(BaseModel):
 
     def _chunk_bits(self, m, weight_bits, sparse, n_neurons):
         mem = self._mem()
-        bps = self.bits_per_synapse(weight_bits, sparse, n_neurons)
-        m = np.asarray(m, dtype=np.int64)
-        raw = m * bps + mem.chunk_header_bits
-        words = -(-raw // mem.word_bits)
-        out = np.where(m > 0, words * mem.word_bits, 0)
-        return int(out) if out.ndim == 0 else out
+        return memory.chunk_bits(mem, m, self.bits_per_synapse(weight_bits, sparse, n_neurons))
 
     def chunk_bits(self, n_synapses: int, weight_bits: Optional[int] = None,
                    sparse: bool = True, n_neurons: Optional[int] = None) -> int:
@@ -653,58 +345,24 @@ class HardwareProfile(BaseModel):
         width (default: neurons_per_core, the widest).
         """
         mem = self._mem()
-        c = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+        c = memory.axon_counts(counts)
         if c.size == 0:
             return 0
-        c = c.astype(np.int64).ravel()
-        if (c < 0).any():
-            raise ConfigError("synapse counts per axon must be >= 0")
-        C = mem.chunk_max_synapses
-        full, rest = np.divmod(c, C)
-        total = int(full.sum()) * self._chunk_bits(C, weight_bits, sparse, n_neurons)
-        if (rest > 0).any():
-            total += int(np.sum(self._chunk_bits(rest, weight_bits, sparse, n_neurons)))
-        return int(total)
+        return memory.memory_bits(mem, c, self.bits_per_synapse(weight_bits, sparse, n_neurons))
 
     def _memory_capacity_best(self, weight_bits, sparse, n_neurons) -> int:
-        """Most synapses the memory holds with every axon's row packed in full
-        chunks of min(chunk_max_synapses, n_neurons) synapses."""
+        """Most synapses the memory holds, rows packed in full chunks (:func:`memory.capacity_best`)."""
         mem = self._mem()
-        M = self.synapse_memory_bits_per_core
-        assert M is not None
-        L = min(mem.chunk_max_synapses, n_neurons)
-        F = self._chunk_bits(L, weight_bits, sparse, n_neurons)
-        full, rem = divmod(M, F)
-        extra = 0
-        for m in range(L - 1, 0, -1):
-            if self._chunk_bits(m, weight_bits, sparse, n_neurons) <= rem:
-                extra = m
-                break
-        return full * L + extra
+        assert self.synapse_memory_bits_per_core is not None
+        return memory.capacity_best(mem, self.synapse_memory_bits_per_core,
+                                    self.bits_per_synapse(weight_bits, sparse, n_neurons), n_neurons)
 
     def _memory_capacity_guaranteed(self, weight_bits, sparse, n_neurons, n_axons) -> int:
-        """Largest K such that ANY layout of K synapses over at most ``n_axons``
-        axons (each with <= n_neurons synapses) fits. Uses the exact identity
-        bits(row of n) = n*F/C + h(n mod C), h(r) = chunk(r) - r*F/C, and bounds
-        the sum of h over axons by min(n_axons, K) * max h (conservative)."""
+        """Synapses that fit in every layout over ``n_axons`` axons (:func:`memory.capacity_guaranteed`)."""
         mem = self._mem()
-        M = Fraction(self.synapse_memory_bits_per_core)
-        C = mem.chunk_max_synapses
-        F = Fraction(self._chunk_bits(C, weight_bits, sparse, n_neurons))
-        rate = F / C
-        rmax = min(C - 1, n_neurons)
-        hmax = max([Fraction(self._chunk_bits(r, weight_bits, sparse, n_neurons)) - r * rate
-                    for r in range(1, rmax + 1)] or [Fraction(0)])
-        hmax = max(hmax, Fraction(0))
-        A = n_axons
-        best = 0
-        k1 = math.floor(M / (rate + hmax)) if rate + hmax > 0 else 0  # K <= A branch
-        best = max(best, min(k1, A))
-        if M >= A * hmax:  # K > A branch
-            k2 = math.floor((M - A * hmax) / rate)
-            if k2 > A:
-                best = max(best, k2)
-        return int(best)
+        return memory.capacity_guaranteed(mem, self.synapse_memory_bits_per_core,
+                                          self.bits_per_synapse(weight_bits, sparse, n_neurons),
+                                          n_neurons, n_axons)
 
     def synapse_capacity(self, weight_bits: Optional[int] = None, sparse: bool = True,
                          n_neurons: Optional[int] = None,

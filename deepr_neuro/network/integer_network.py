@@ -219,13 +219,20 @@ class IntegerGraph:
 
 def chain_to_graph(net: "IntegerNetwork", cores: Optional[Sequence[Optional[np.ndarray]]] = None) -> IntegerGraph:
     """The graph of a chain network: populations input, layer 0, layer 1, ...;
-    projection i (named after layer i) from population i to population i + 1."""
+    projection i (named after layer i) from population i to population i + 1.
+
+    A chain may repeat a layer name (or call a layer "input"); a graph's names
+    are unique, so a repeated name gets the suffix ``#i`` (i = its layer index).
+    """
     cores = list(cores) if cores is not None else [None] * (len(net.layers) + 1)
     pops = [Population("input", net.input_neurons, cores[0])]
     projs = []
     for i, layer in enumerate(net.layers):
-        pops.append(Population(layer.name, layer.neurons, cores[i + 1]))
-        projs.append(Projection(name=layer.name, pre=pops[i].name, post=layer.name, rows=layer.rows,
+        name = layer.name
+        while any(p.name == name for p in pops):
+            name = f"{name}#{i}"
+        pops.append(Population(name, layer.neurons, cores[i + 1]))
+        projs.append(Projection(name=name, pre=pops[i].name, post=name, rows=layer.rows,
                                 cols=layer.cols, weights=layer.weights, weight_exp=int(layer.weight_exp),
                                 num_weight_bits=int(layer.num_weight_bits)))
     return IntegerGraph(populations=tuple(pops), projections=tuple(projs), encoding=net.encoding,

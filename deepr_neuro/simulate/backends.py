@@ -1,58 +1,98 @@
-"""One small interface for every simulator of an :class:`IntegerNetwork`.
+"""One small interface for every simulator of an integer graph.
 
-Backends are registered explicitly (no folder scanning): ``emulator`` (NumPy,
-bit-exact, fast), ``lava`` (Lava's fixed_pt simulator) and ``brian2``
-(integer-exact Brian2 model; ``brian2-float`` is the continuous-time reading).
-Lava / Brian2 are imported only when their backend is created. Lava is
-optional (lava-nc 0.10.0 needs numpy <2, so it is absent on Python 3.13+):
-:func:`unavailable_reason` says why a backend cannot be created here, and
-``get_backend("lava")`` raises that as a :class:`BackendError`.
+:class:`Backend` does what every simulator shares, once: it turns a chain
+network into a graph, validates the graph and the batch
+(:mod:`deepr_neuro.network.checks`), allocates the result and returns early
+for an empty batch or zero steps; a backend implements only
+:meth:`Backend._simulate`. ``Backend.exact`` says whether a backend is
+integer-exact (spike-identical to Lava) or an approximate reading.
+Lava is optional (lava-nc 0.10.0 needs numpy <2, so it is absent on
+Python 3.13+ unless numpy 1.x is built there):
+:func:`deepr_neuro.simulate.registry.unavailable_reason` says why a backend
+cannot be created here, and ``get_backend("lava")`` raises that as a
+:class:`BackendError`.
 
-Every backend's ``run`` follows the semantics in
-:mod:`deepr_neuro.network.integer_network`: each sample starts from zero state and
-runs ``steps`` steps.
+The registry here is only the mechanism (names -> factories); the built-in
+backends (``emulator``, ``lava``, ``brian2``, ``brian2-float``) are registered
+by :mod:`deepr_neuro.simulate.registry`, which the ``deepr_neuro.simulate``
+package imports, so this module imports no backend and no backend imports
+anything above it. Lava / Brian2 themselves are imported only when their
+backend runs.
+
+Every backend follows the semantics in :mod:`deepr_neuro.network.integer_network`:
+each sample starts from zero state and runs ``steps`` steps.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from deepr_neuro.errors import BackendError
-from deepr_neuro.network.integer_network import IntegerNetwork
+from deepr_neuro.network.checks import check_graph, check_inputs
+from deepr_neuro.network.integer_network import IntegerGraph
 
 
 @dataclass
 class SimResult:
     """What a backend returns for ``n`` samples.
 
-    counts[l]: int32 (n_samples, n_l) spikes per neuron of layer l (l = 0 is the
-    input layer). spikes[l]: bool (n_samples, steps, n_l), only when the run was
-    asked to record full spike trains (``record_spikes=True``), else None.
+    counts[k]: int32 (n_samples, n_k) spikes per neuron of population k, in
+    graph order (k = 0 is the input population; for a chain, k is the layer).
+    spikes[k]: bool (n_samples, steps, n_k), only when the run was asked to
+    record full spike trains (``record_spikes=True``), else None.
+    ``populations``: the population names in that order; ``readout``: the
+    population whose counts give the class (None: the last one).
     """
 
     counts: List[np.ndarray]
     spikes: Optional[List[np.ndarray]] = None
     steps: int = 0
+    populations: Optional[Sequence[str]] = None
+    readout: Optional[str] = None
 
     @property
     def output_counts(self) -> np.ndarray:
+        if self.readout is not None and self.populations is not None:
+            return self.counts[list(self.populations).index(self.readout)]
         return self.counts[-1]
 
     def predictions(self) -> np.ndarray:
-        """Class = output neuron with most spikes; ties go to the lowest index."""
+        """Class = readout neuron with most spikes; ties go to the lowest index."""
         return np.argmax(self.output_counts, axis=1)
 
 
 class Backend:
-    """Base class: ``run(net, x_uint8, steps, record_spikes)`` -> SimResult."""
+    """Base class: ``run(net_or_graph, x_uint8, steps, record_spikes)`` -> SimResult.
+
+    Subclasses set ``name`` and ``exact`` and implement :meth:`_simulate`.
+    """
 
     name = "base"
+    #: True when the backend computes the chip's integer arithmetic and so must give the
+    #: emulator's spikes bit for bit; False for an approximate reading (compared, never
+    #: required to be identical). Tools decide by this attribute, never by a name.
+    exact: bool = False
 
-    def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
-            record_spikes: bool = False) -> SimResult:  # pragma: no cover
+    def run(self, net, x_uint8: np.ndarray, steps: int, record_spikes: bool = False) -> SimResult:
+        """Validate, allocate, simulate: the same opening for every backend."""
+        graph = check_graph(net)
+        bias = check_inputs(graph, x_uint8, steps)
+        steps = int(steps)
+        n_samples = bias.shape[0]
+        counts = [np.zeros((n_samples, p.n), np.int32) for p in graph.populations]
+        spikes = ([np.zeros((n_samples, steps, p.n), bool) for p in graph.populations]
+                  if record_spikes else None)
+        if n_samples > 0 and steps > 0:
+            self._simulate(graph, bias, steps, counts, spikes)
+        return SimResult(counts=counts, spikes=spikes, steps=steps, populations=tuple(graph.names),
+                         readout=graph.readout)
+
+    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts: List[np.ndarray],
+                  spikes: Optional[List[np.ndarray]]) -> None:  # pragma: no cover
+        """Fill ``counts`` (and ``spikes`` unless None) in place; ``bias`` is the input
+        population's per-sample bias_mant (n_samples, n_inputs), already validated."""
         raise NotImplementedError
 
 
@@ -74,48 +114,3 @@ def get_backend(name: str) -> Backend:
     return _REGISTRY[name]()
 
 
-@functools.lru_cache(maxsize=None)
-def lava_unavailable_reason() -> Optional[str]:
-    """None when Lava imports in this interpreter, else why not and the fix (cached)."""
-    from deepr_neuro.simulate.lava_backend import _import_lava
-    try:
-        _import_lava()
-    except BackendError as exc:
-        return str(exc)
-    return None
-
-
-def unavailable_reason(name: str) -> Optional[str]:
-    """Why backend ``name`` cannot run here (None if it can, or is unknown)."""
-    if name == "lava":
-        return lava_unavailable_reason()
-    return None
-
-
-def _emulator() -> Backend:
-    from deepr_neuro.simulate.emulator import EmulatorBackend
-    return EmulatorBackend()
-
-
-def _lava() -> Backend:
-    reason = lava_unavailable_reason()
-    if reason is not None:
-        raise BackendError(reason)
-    from deepr_neuro.simulate.lava_backend import LavaBackend
-    return LavaBackend()
-
-
-def _brian2() -> Backend:
-    from deepr_neuro.simulate.brian2_backend import Brian2Backend
-    return Brian2Backend(mode="integer")
-
-
-def _brian2_float() -> Backend:
-    from deepr_neuro.simulate.brian2_backend import Brian2Backend
-    return Brian2Backend(mode="float")
-
-
-register("emulator", _emulator)
-register("lava", _lava)
-register("brian2", _brian2)
-register("brian2-float", _brian2_float)

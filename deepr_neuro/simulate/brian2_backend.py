@@ -1,4 +1,4 @@
-"""Brian2 backend: an independent simulator of an :class:`IntegerNetwork`.
+"""Brian2 backend: an independent simulator of an integer graph (or chain network).
 
 Two readings of the same network:
 
@@ -9,12 +9,15 @@ Two readings of the same network:
     written from Lava's source, not from ``brian2-loihi`` (whose weight rounding
     differs for negative weights). Per step and neuron, in this order:
 
-    1. synaptic input: ``acc`` holds the sum of the chip weights of every
-       presynaptic neuron that spiked on the previous step (Brian2 delivers
-       spikes after thresholds, so the next step's update reads them: Lava's
-       one-step Sparse delay); ``a = acc << weight_exp`` (arithmetic right
-       shift if negative, applied to the *sum*, as Lava does), then cast to
-       int32 as Lava's int32 ``a_out`` port does;
+    1. synaptic input: one accumulator ``acc_k`` per projection k into the
+       population holds the sum of the chip weights of every presynaptic
+       neuron of that projection that spiked on the previous step (Brian2
+       delivers spikes after thresholds, so the next step's update reads
+       them: Lava's one-step Sparse delay; a recurrent projection is a
+       Synapses object from a group onto itself); ``a_k = acc_k << weight_exp_k``
+       (arithmetic right shift if negative, applied to the *sum*, as each
+       Sparse does), cast to int32 as Lava's int32 ``a_out`` port does, and
+       ``a = sum_k a_k`` in int32, as the LIF's InPort adds its connections;
     2. ``u = trunc(u * (4096 - (du + 1)) / 4096)`` (Lava's ``ds_offset`` = 1;
        sign * (|x| >> 12), i.e. rounding toward zero), then
        ``u += a << 6`` in int32, then Lava's one-shot 24-bit wrap (above
@@ -44,8 +47,8 @@ Two readings of the same network:
     when dv = 0), and the gain ``g = (dt / tau_u) / (1 - exp(-dt / tau_u))``
     chosen so that one synaptic event delivers to v, step after step, exactly
     the charge the chip's decaying u does (w, f*w, f**2*w, ...). A spike adds
-    ``w * 2**(6 + weight_exp)`` to u at the start of the next step (the
-    chip's one-step delay; ``w`` = the chip weights above, so quantization is
+    ``w * 2**(6 + weight_exp)`` (that projection's weight_exp) to u at the
+    start of the next step (the chip's one-step delay; ``w`` = the chip weights above, so quantization is
     not part of the difference). du = 4095 gives tau_u = 0: a delta current
     that puts w into v within the step. Integrated exactly
     (:func:`float_propagator`); no wrap, no clip, no rounding. So an
@@ -67,14 +70,13 @@ fused types" in the generated .pyx), so it is not offered.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepr_neuro.simulate.backends import Backend, SimResult
-from deepr_neuro.simulate.emulator import check_inputs, check_network  # validation only
 from deepr_neuro.errors import BackendError, ConfigError
-from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams, SynapseLayer
+from deepr_neuro.network.integer_network import IntegerGraph, NeuronParams
+from deepr_neuro.simulate.backends import Backend
 
 MODES = ("integer", "float")
 
@@ -87,17 +89,17 @@ _UV_MAX = 2 ** 23  # Lava: max_uv_val for 24-bit u and v
 # Parameter compilation (pure NumPy): what Lava does once, before step 1.
 # --------------------------------------------------------------------------
 
-def _coalesced(layer: SynapseLayer) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _coalesced(layer, n_in: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, weights) with duplicate (row, col) pairs summed, as scipy's
     csr_matrix (the form Lava's Sparse holds) does; sorted by (row, col)."""
     rows = np.asarray(layer.rows, np.int64)
     cols = np.asarray(layer.cols, np.int64)
     w = np.asarray(layer.weights, np.int64)
-    key = rows * max(int(layer.n_in), 1) + cols
+    n_in = max(int(n_in), 1)
+    key = rows * n_in + cols
     uniq, inverse = np.unique(key, return_inverse=True)
     summed = np.zeros(uniq.size, np.int64)
     np.add.at(summed, inverse, w)
-    n_in = max(int(layer.n_in), 1)
     return uniq // n_in, uniq % n_in, summed
 
 
@@ -119,15 +121,19 @@ def sign_mode(weights: np.ndarray, n_in: int, n_out: int) -> str:
     return "mixed"
 
 
-def chip_weights(layer: SynapseLayer) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def chip_weights(layer, n_in: Optional[int] = None,
+                 n_out: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The synapses Lava's fixed-point Sparse model uses: (rows, cols, weights).
 
-    Duplicates summed (csr), then Lava's ``clip_weights(num_bits=8)`` and
-    ``truncate_weights`` with the layer's sign mode. Zero weights are kept
-    (they add nothing).
+    ``layer``: a Projection (give n_in, n_out: its pre and post sizes) or a
+    chain's SynapseLayer. Duplicates summed (csr), then Lava's
+    ``clip_weights(num_bits=8)`` and ``truncate_weights`` with the
+    projection's sign mode. Zero weights are kept (they add nothing).
     """
-    rows, cols, w = _coalesced(layer)
-    mode = sign_mode(w, layer.n_in, layer.n_out)
+    n_in = int(layer.n_in if n_in is None else n_in)
+    n_out = int(layer.n_out if n_out is None else n_out)
+    rows, cols, w = _coalesced(layer, n_in)
+    mode = sign_mode(w, n_in, n_out)
     if mode == "inhibitory":
         w = -w
     mixed = int(mode == "mixed")
@@ -156,20 +162,26 @@ def _wrap32(expr: str) -> str:
     return f"((({expr}) + {_INT32_OFFSET}) % {_INT32_MOD} - {_INT32_OFFSET})"
 
 
-def _integer_update_code(p: NeuronParams, weight_exp: Optional[int]) -> str:
-    """One step of PyLifModelBitAcc (+ the Sparse output feeding it), as Brian2 code."""
+def _integer_update_code(p: NeuronParams, weight_exps: Sequence[int]) -> str:
+    """One step of PyLifModelBitAcc (+ the Sparse outputs feeding it), as Brian2 code.
+
+    ``weight_exps[k]``: weight_exp of the projection accumulated in ``acc_k``.
+    """
     lines = []
-    if weight_exp is None:  # input layer: no synapses
+    terms = []
+    for k, weight_exp in enumerate(weight_exps):
+        if weight_exp > 0:
+            shifted = f"acc_{k} * {2 ** weight_exp}"
+        elif weight_exp < 0:
+            shifted = f"acc_{k} // {2 ** (-weight_exp)}"  # floor == arithmetic >>
+        else:
+            shifted = f"acc_{k}"
+        terms.append(_wrap32(shifted))                 # each Sparse's int32 a_out
+    if not terms:  # no projection enters (the input population)
         lines.append("a = 0")
     else:
-        if weight_exp > 0:
-            shifted = f"acc * {2 ** weight_exp}"
-        elif weight_exp < 0:
-            shifted = f"acc // {2 ** (-weight_exp)}"  # floor == arithmetic >>
-        else:
-            shifted = "acc"
-        lines.append(f"a = {_wrap32(shifted)}")
-        lines.append("acc = 0")
+        lines.append(f"a = {_wrap32(' + '.join(terms))}")  # the InPort's int32 sum
+        lines += [f"acc_{k} = 0" for k in range(len(terms))]
     lines += [
         f"xu = u * {4096 - (int(p.du) + 1)}",
         f"c = {_wrap32('sign(xu) * (abs(xu) // 4096) + a * 64')}",
@@ -226,7 +238,7 @@ def _float_update_code(p: NeuronParams, has_input: bool) -> str:
 # --------------------------------------------------------------------------
 
 class Brian2Backend(Backend):
-    """Run an :class:`IntegerNetwork` in Brian2 (integer-exact or float reading).
+    """Run an integer graph in Brian2 (integer-exact or float reading).
 
     Parameters
     ----------
@@ -235,40 +247,31 @@ class Brian2Backend(Backend):
         Brian2 network (memory grows linearly with it).
     """
 
+    exact = True  # per instance: False in float mode
+
     def __init__(self, mode: str = "integer", batch_size: int = 256):
         if mode not in MODES:
             raise ConfigError(
-                f"Brian2Backend.mode: must be one of {', '.join(MODES)} (got {mode!r})")
+                f"Brian2Backend.mode: must be one of {', '.join(MODES)} (got {str(mode)[:100]!r})")
         if int(batch_size) < 1:
             raise ConfigError(
                 f"Brian2Backend.batch_size: must be >= 1 (got {batch_size})")
         self.mode = mode
         self.batch_size = int(batch_size)
         self.name = "brian2" if mode == "integer" else "brian2-float"
+        self.exact = mode == "integer"
 
-    # ---------------------------------------------------------------- public
-    def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
-            record_spikes: bool = False) -> SimResult:
-        check_network(net)
-        bias_in = check_inputs(net, x_uint8, steps)
-        steps = int(steps)
-        n_samples = bias_in.shape[0]
-        sizes = net.sizes
-        counts = [np.zeros((n_samples, n), np.int32) for n in sizes]
-        spikes = ([np.zeros((n_samples, steps, n), bool) for n in sizes]
-                  if record_spikes else None)
-        if n_samples == 0 or steps == 0:
-            return SimResult(counts=counts, spikes=spikes, steps=steps)
-        weights = [chip_weights(layer) for layer in net.layers]
-        for start in range(0, n_samples, self.batch_size):
-            stop = min(start + self.batch_size, n_samples)
-            c, s = self._run_batch(net, weights, bias_in[start:stop], steps,
-                                   record_spikes)
-            for layer_idx in range(len(sizes)):
-                counts[layer_idx][start:stop] = c[layer_idx]
+    def _simulate(self, graph: IntegerGraph, bias_in: np.ndarray, steps: int, counts, spikes) -> None:
+        sizes = graph.sizes
+        index = {name: k for k, name in enumerate(graph.names)}
+        weights = [chip_weights(q, sizes[index[q.pre]], sizes[index[q.post]]) for q in graph.projections]
+        for start in range(0, bias_in.shape[0], self.batch_size):
+            stop = min(start + self.batch_size, bias_in.shape[0])
+            c, s = self._run_batch(graph, weights, bias_in[start:stop], steps, spikes is not None)
+            for k in range(len(sizes)):
+                counts[k][start:stop] = c[k]
                 if spikes is not None:
-                    spikes[layer_idx][start:stop] = s[layer_idx]
-        return SimResult(counts=counts, spikes=spikes, steps=steps)
+                    spikes[k][start:stop] = s[k]
 
     # --------------------------------------------------------------- private
     @staticmethod
@@ -281,18 +284,19 @@ class Brian2Backend(Backend):
         return NumpyCodeObject
 
     def _neuron_group(self, p: NeuronParams, n_total: int, bias: np.ndarray,
-                      weight_exp: Optional[int], name: str):
+                      weight_exps: Sequence[int], name: str):
         import brian2 as b2
         cls = self._codeobj_class()
         dt = 1.0 * b2.ms
         if self.mode == "integer":
-            model = "u : integer\nv : integer\nacc : integer\nbias : integer (constant)"
+            accs = [f"acc_{k}" for k in range(len(weight_exps))]
+            model = "\n".join(["u : integer", "v : integer"] + [f"{a} : integer" for a in accs]
+                               + ["bias : integer (constant)"])
             group = b2.NeuronGroup(
                 n_total, model, threshold=f"v > {int(p.vth) << 6}", reset="v = 0",
-                dtype={"u": np.int64, "v": np.int64, "acc": np.int64,
-                       "bias": np.int64},
+                dtype={**{"u": np.int64, "v": np.int64, "bias": np.int64}, **{a: np.int64 for a in accs}},
                 dt=dt, codeobj_class=cls, namespace={}, name=name + "*")
-            group.run_regularly(_integer_update_code(p, weight_exp), when="groups",
+            group.run_regularly(_integer_update_code(p, weight_exps), when="groups",
                                 codeobj_class=cls, name=group.name + "_lif_step*")
             group.bias = bias.astype(np.int64)
         else:
@@ -300,49 +304,54 @@ class Brian2Backend(Backend):
                 n_total, "u : 1\nv : 1\ninp : 1\nbias : 1 (constant)",
                 threshold=f"v > {float(int(p.vth) * 64)!r}", reset="v = 0",
                 dt=dt, codeobj_class=cls, namespace={}, name=name + "*")
-            group.run_regularly(_float_update_code(p, weight_exp is not None), when="groups",
+            group.run_regularly(_float_update_code(p, len(weight_exps) > 0), when="groups",
                                 codeobj_class=cls, name=group.name + "_lif_step*")
             group.bias = bias.astype(np.float64)
         return group
 
-    def _run_batch(self, net: IntegerNetwork, weights: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+    def _run_batch(self, graph: IntegerGraph, weights: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
                    bias_in: np.ndarray, steps: int, record_spikes: bool):
         import brian2 as b2
         cls = self._codeobj_class()
         n_batch = bias_in.shape[0]
-        sizes = net.sizes
-        params = [net.input_neurons] + [layer.neurons for layer in net.layers]
+        sizes = graph.sizes
+        index = {name: k for k, name in enumerate(graph.names)}
+        # acc slot of each projection in its post group: its position among the post's incoming
+        slot, incoming = {}, [[] for _ in sizes]
+        for j, q in enumerate(graph.projections):
+            post = index[q.post]
+            slot[j] = len(incoming[post])
+            incoming[post].append(int(q.weight_exp))
         objects = []
         groups = []
-        for idx, p in enumerate(params):
-            n = sizes[idx]
-            if idx == 0:
+        for k, pop in enumerate(graph.populations):
+            p = pop.neurons
+            if k == 0:
                 bias = effective_bias(bias_in.reshape(-1), p.bias_exp)
-                weight_exp = None
             else:
                 bias = np.tile(effective_bias(p.bias_mant, p.bias_exp), n_batch)
-                weight_exp = int(net.layers[idx - 1].weight_exp)
-            group = self._neuron_group(p, n * n_batch, bias, weight_exp, f"layer{idx}")
+            group = self._neuron_group(p, sizes[k] * n_batch, bias, incoming[k], f"layer{k}")
             groups.append(group)
             objects.append(group)
-        for idx, layer in enumerate(net.layers):
-            rows, cols, w = weights[idx]
+        for j, q in enumerate(graph.projections):
+            rows, cols, w = weights[j]
             if w.size == 0:
                 continue
+            pre_k, post_k = index[q.pre], index[q.post]
             copies = np.arange(n_batch, dtype=np.int64)[:, None]
-            pre = (cols[None, :] + copies * layer.n_in).ravel()
-            post = (rows[None, :] + copies * layer.n_out).ravel()
+            pre = (cols[None, :] + copies * sizes[pre_k]).ravel()
+            post = (rows[None, :] + copies * sizes[post_k]).ravel()
             if self.mode == "integer":
-                syn = b2.Synapses(groups[idx], groups[idx + 1], "w : integer (constant)",
-                                  on_pre="acc_post += w", dtype={"w": np.int64}, dt=groups[idx].clock.dt,
-                                  codeobj_class=cls, namespace={}, name=f"syn{idx}*")
+                syn = b2.Synapses(groups[pre_k], groups[post_k], "w : integer (constant)",
+                                  on_pre=f"acc_{slot[j]}_post += w", dtype={"w": np.int64},
+                                  dt=groups[pre_k].clock.dt, codeobj_class=cls, namespace={},
+                                  name=f"syn{j}*")
                 wv = np.tile(w, n_batch)
             else:
-                syn = b2.Synapses(groups[idx], groups[idx + 1], "w : 1 (constant)",
-                                  on_pre="inp_post += w", dt=groups[idx].clock.dt, codeobj_class=cls,
-                                  namespace={}, name=f"syn{idx}*")
-                wv = np.tile(w.astype(np.float64) * 2.0 ** (6 + int(layer.weight_exp)),
-                             n_batch)
+                syn = b2.Synapses(groups[pre_k], groups[post_k], "w : 1 (constant)",
+                                  on_pre="inp_post += w", dt=groups[pre_k].clock.dt, codeobj_class=cls,
+                                  namespace={}, name=f"syn{j}*")
+                wv = np.tile(w.astype(np.float64) * 2.0 ** (6 + int(q.weight_exp)), n_batch)
             syn.connect(i=pre, j=post)
             # Brian2 keeps synapses in creation order; check rather than assume.
             if not (np.array_equal(np.asarray(syn.i[:]), pre)
@@ -355,21 +364,21 @@ class Brian2Backend(Backend):
             syn.w = wv
             objects.append(syn)
         monitors = [b2.SpikeMonitor(g, record=record_spikes, codeobj_class=cls,
-                                    name=f"spikes{idx}*")
-                    for idx, g in enumerate(groups)]
+                                    name=f"spikes{k}*")
+                    for k, g in enumerate(groups)]
         objects += monitors
         network = b2.Network(*objects)
         network.run(steps * b2.ms, namespace={}, level=0)
         counts = []
         trains = [] if record_spikes else None
-        for idx, mon in enumerate(monitors):
-            n = sizes[idx]
+        for k, mon in enumerate(monitors):
+            n = sizes[k]
             counts.append(np.asarray(mon.count[:], np.int64).reshape(n_batch, n)
                           .astype(np.int32))
             if record_spikes:
                 train = np.zeros((n_batch, steps, n), bool)
                 i = np.asarray(mon.i[:], np.int64)
-                k = np.rint(np.asarray(mon.t_[:]) / 1e-3).astype(np.int64)
-                train[i // n, k, i % n] = True
+                t = np.rint(np.asarray(mon.t_[:]) / 1e-3).astype(np.int64)
+                train[i // n, t, i % n] = True
                 trains.append(train)
         return counts, trains

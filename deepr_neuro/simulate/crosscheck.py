@@ -1,10 +1,11 @@
 """Run one network on several backends and measure how far they agree.
 
-The integer backends (``emulator``, ``lava``, ``brian2``) implement the same
-fixed-point arithmetic and must give the same spikes, bit for bit;
-``brian2-float`` (a continuous-time reading, see
-:mod:`deepr_neuro.simulate.brian2_backend`) is compared with the same measures but is
-not expected to be identical.
+A backend says itself whether it is exact (:attr:`Backend.exact`): the exact
+("integer") backends (``emulator``, ``lava``, ``brian2``) implement the same
+fixed-point arithmetic and must give the same spikes, bit for bit; approximate
+ones such as ``brian2-float`` (a continuous-time reading, see
+:mod:`deepr_neuro.simulate.brian2_backend`) are compared with the same measures but
+are not expected to be identical. Nothing here decides by a backend's name.
 
 Every backend runs the same samples from zero state with full spike trains
 recorded. Each backend is compared with the reference (the emulator when it is
@@ -38,13 +39,12 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from deepr_neuro.simulate.backends import Backend, SimResult, get_backend, unavailable_reason
+from deepr_neuro.simulate.backends import Backend, SimResult, get_backend
+from deepr_neuro.simulate.registry import unavailable_reason
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.integer_network import IntegerNetwork
 
 DEFAULT_BACKENDS = ("emulator", "lava", "brian2", "brian2-float")
-#: Backends that are not meant to be bit-exact; everything else is.
-FLOAT_BACKENDS = frozenset({"brian2-float"})
 
 
 @dataclass
@@ -52,7 +52,7 @@ class BackendRun:
     """One backend's run: its result (None if it failed) and summary figures."""
 
     name: str
-    exact: bool  # an integer backend, expected to be bit-identical
+    exact: bool  # the backend's own Backend.exact: expected to be bit-identical
     seconds: float
     result: Optional[SimResult] = None
     error: Optional[str] = None
@@ -304,6 +304,13 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
     names = [str(b.name) for b in objs]
     if len(set(names)) != len(names):
         raise ConfigError(f"crosscheck: backends: names must be unique (got {names})")
+    for name, backend in zip(names, objs):
+        exact = getattr(backend, "exact", None)
+        if not isinstance(exact, (bool, np.bool_)):
+            raise ConfigError(
+                f"crosscheck: backend {name[:80]!r}: exact must be True (bit-exact integer "
+                f"backend) or False (approximate); got {str(exact)[:80]!r}; set the class "
+                "attribute Backend.exact")
     if reference is None:
         reference = "emulator" if "emulator" in names else names[0]
     if reference not in names:
@@ -318,7 +325,7 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
             error = None
         except Exception as exc:  # recorded: a crashed backend is a disagreement
             result, error = None, f"{type(exc).__name__}: {exc}"
-        run = BackendRun(name=name, exact=name not in FLOAT_BACKENDS,
+        run = BackendRun(name=name, exact=bool(backend.exact),
                          seconds=time.perf_counter() - t0, result=result, error=error)
         if result is not None and y is not None and y.size:
             run.accuracy = float(np.mean(result.predictions() == y))

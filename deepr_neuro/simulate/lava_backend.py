@@ -1,40 +1,57 @@
-"""Run an :class:`IntegerNetwork` in Lava's own bit-accurate simulator.
+"""Run an integer graph in Lava's own bit-accurate simulator.
 
 This is the reference every other backend is checked against, so it uses
-only stock Lava processes, as a user deploying the bundle would:
+only stock Lava processes, as a user deploying the bundle would: one
+``LIFReset`` per population, one ``Sparse`` per projection
+(``pre.s_out -> Sparse.s_in``, ``Sparse.a_out -> post.a_in``; a recurrent
+projection runs from a LIF's ``s_out`` back into its own ``a_in``; several
+Sparse processes may feed one ``a_in``, whose InPort adds their int32
+messages), and one ``Extractor`` per population (spikes to the host)::
 
     input LIFReset --Sparse--> LIFReset --Sparse--> ... LIFReset
-         |                         |                      |
-     Extractor                 Extractor              Extractor   (spikes to the host)
+                                 ^   |
+                                 +---+ Sparse (recurrent)
 
 run with ``Loihi2SimCfg(select_tag="fixed_pt")``. The network is compiled
 once per ``run`` call and every sample goes through it:
 
 * sample k occupies global time steps k*steps + 1 .. (k+1)*steps;
 * ``LIFReset(reset_interval=steps, reset_offset=1)`` zeroes u and v at the
-  first step of every sample, in every layer, *before* that step's update;
-  the same offset serves all layers because of the next point;
-* between samples the runtime pauses and the host sets the input layer's
-  ``bias_mant`` to the next sample's encoding and zeroes every Sparse
-  process's ``a_buff`` (the activation computed from the previous sample's
-  last step, which Sparse would otherwise deliver at the next step). With
-  that, layer l at a sample's first step receives nothing, exactly like a
-  fresh network: the emulator's "each sample starts from zero state".
+  first step of every sample, in every population, *before* that step's
+  update;
+* between samples the runtime pauses and the host sets the input
+  population's ``bias_mant`` to the next sample's encoding and zeroes every
+  Sparse process's ``a_buff`` (the activation computed from the previous
+  sample's last step, which Sparse would otherwise deliver at the next step).
+  With that, every population at a sample's first step receives nothing,
+  exactly like a fresh network: "each sample starts from zero state".
 
-Spikes leave through ``Extractor`` processes (one message per step and layer)
-because ``Var.get`` moves values one at a time and would dominate the run.
+Spikes leave through ``Extractor`` processes (one message per step and
+population) because ``Var.get`` moves values one at a time and would dominate
+the run.
 """
 from __future__ import annotations
 
+import functools
 import sys
+import time
+from typing import Optional
 
 import numpy as np
 
-from deepr_neuro.simulate import lava_compat
-from deepr_neuro.simulate.backends import Backend, SimResult
-from deepr_neuro.simulate.emulator import check_inputs, check_network, layer_csr
+import deepr_neuro.simulate.lava_compat as lava_compat
 from deepr_neuro.errors import BackendError
-from deepr_neuro.network.integer_network import IntegerNetwork, NeuronParams
+from deepr_neuro.network.integer_network import IntegerGraph, NeuronParams
+from deepr_neuro.simulate.backends import Backend
+
+
+def projection_csr(q, shape):
+    """The (n_post, n_pre) int32 csr matrix handed to Sparse (duplicates summed by scipy)."""
+    import scipy.sparse as sp
+    return sp.csr_matrix(
+        (np.asarray(q.weights, dtype=np.int32),
+         (np.asarray(q.rows, dtype=np.int64), np.asarray(q.cols, dtype=np.int64))),
+        shape=tuple(int(n) for n in shape), dtype=np.int32)
 
 
 def absent_message(exc: BaseException) -> str:
@@ -72,26 +89,27 @@ def _import_lava():
     return RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel, LIFReset, Sparse
 
 
+@functools.lru_cache(maxsize=None)
+def lava_unavailable_reason() -> Optional[str]:
+    """None when Lava imports in this interpreter, else why not and the fix (cached)."""
+    try:
+        _import_lava()
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
 class LavaBackend(Backend):
     """Lava fixed_pt simulation; slow (~1.7 ms per step for 784-300-100-10)."""
 
     name = "lava"
+    exact = True
 
-    def run(self, net: IntegerNetwork, x_uint8: np.ndarray, steps: int,
-            record_spikes: bool = False) -> SimResult:
-        check_network(net)
-        bias = check_inputs(net, x_uint8, steps)
-        steps = int(steps)
-        n_samples = bias.shape[0]
-        sizes = net.sizes
-        trains = [np.zeros((n_samples, steps, n), bool) for n in sizes]
-        if steps > 0 and n_samples > 0:
-            self._simulate(net, bias, steps, trains)
-        counts = [t.sum(axis=1, dtype=np.int32) for t in trains]
-        return SimResult(counts=counts, spikes=trains if record_spikes else None,
-                         steps=steps)
+    def __init__(self):
+        #: wall-clock seconds of each sample of the last run (the first includes Lava's compile)
+        self.sample_seconds = []
 
-    def _simulate(self, net: IntegerNetwork, bias: np.ndarray, steps: int, trains) -> None:
+    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes) -> None:
         (RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel,
          LIFReset, Sparse) = _import_lava()
 
@@ -101,40 +119,48 @@ class LavaBackend(Backend):
                             bias_exp=int(p.bias_exp), reset_interval=steps,
                             reset_offset=1, name=name)
 
-        neurons = [lif(net.input_neurons, bias[0], "input")]
+        pops = graph.populations
+        neurons = {pops[0].name: lif(pops[0].neurons, bias[0], "input")}
+        for k, pop in enumerate(pops[1:], start=1):
+            neurons[pop.name] = lif(pop.neurons, pop.neurons.bias_mant, f"lif{k}_{pop.name}")
         synapses = []
-        for i, layer in enumerate(net.layers):
-            syn = Sparse(weights=layer_csr(layer), weight_exp=int(layer.weight_exp),
-                         num_weight_bits=int(layer.num_weight_bits),
-                         name=f"sparse{i}_{layer.name}")
-            post = lif(layer.neurons, layer.neurons.bias_mant, f"lif{i}_{layer.name}")
-            neurons[-1].s_out.connect(syn.s_in)
-            syn.a_out.connect(post.a_in)
+        for j, q in enumerate(graph.projections):
+            shape = (graph.population(q.post).n, graph.population(q.pre).n)
+            syn = Sparse(weights=projection_csr(q, shape), weight_exp=int(q.weight_exp),
+                         num_weight_bits=int(q.num_weight_bits), name=f"sparse{j}_{q.name}")
+            neurons[q.pre].s_out.connect(syn.s_in)
+            syn.a_out.connect(neurons[q.post].a_in)
             synapses.append(syn)
-            neurons.append(post)
         taps = []
-        for pop in neurons:
-            tap = Extractor(shape=(pop.a_in.shape[0],), buffer_size=steps)  # one slot per step
-            pop.s_out.connect(tap.in_port)
+        for pop in pops:
+            tap = Extractor(shape=(pop.n,), buffer_size=steps)  # one slot per step
+            neurons[pop.name].s_out.connect(tap.in_port)
             taps.append(tap)
 
         cfg = Loihi2SimCfg(select_tag="fixed_pt",
                            exception_proc_model_map={Extractor: PyLoihiExtractorModel})
-        head = neurons[0]
+        head = neurons[pops[0].name]
+        train = [np.zeros((steps, pop.n), bool) for pop in pops]
+        self.sample_seconds = []
         try:
-            for k in range(bias.shape[0]):
-                if k > 0:
-                    head.bias_mant.set(bias[k].astype(np.int32))
+            for s in range(bias.shape[0]):
+                t0 = time.perf_counter()
+                if s > 0:
+                    head.bias_mant.set(bias[s].astype(np.int32))
                     for syn in synapses:
                         syn.a_buff.set(np.zeros(syn.a_buff.shape, dtype=np.int32))
                 head.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-                for li, tap in enumerate(taps):
+                for k, tap in enumerate(taps):
                     for t in range(steps):
-                        trains[li][k, t] = tap.receive() != 0
+                        train[k][t] = tap.receive() != 0
+                    counts[k][s] = train[k].sum(axis=0, dtype=np.int32)
+                    if spikes is not None:
+                        spikes[k][s] = train[k]
+                self.sample_seconds.append(time.perf_counter() - t0)
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"Lava backend: simulation failed: {exc!r}") from exc
+            raise BackendError(f"Lava backend: simulation failed: {str(exc)[:300]!r}") from exc
         finally:
             try:
                 head.stop()

@@ -244,8 +244,8 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
     run recorded as diverged (``metrics.diverged_at_epoch``), so ``report``
     still shows its table; export refuses them.
     """
-    from deepr_neuro.convert.conversion import ChipFormat
-    from deepr_neuro.convert.quantize import sign_mode_of, weight_range, weight_step
+    from deepr_neuro.hardware.chip_format import ChipFormat
+    from deepr_neuro.network.fixed_point import sign_mode_of, weight_range, weight_step
 
     A = _Arrays(arrays, npath, fix)
     layers = manifest["layers"]

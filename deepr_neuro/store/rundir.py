@@ -189,7 +189,7 @@ def _foreign_in_run(d: Path, prefix: str = "") -> List[str]:
 
 def _is_result(path: Path) -> bool:
     """A result record the sweep wrote (a user's own .json in results/ is not)."""
-    from deepr_neuro.experiments.sweep import result_problem
+    from deepr_neuro.store.sweep_layout import result_problem
 
     if not path.name.endswith(".json"):
         return False

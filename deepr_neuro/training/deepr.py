@@ -10,55 +10,48 @@ theta_min), followed by the method's rewiring. ``update`` is the plain
 gradient (SGD) or Adam's; Adam moments live per slot and are zeroed when a
 slot is given a new connection, so momentum cannot revive a dormant one.
 
+On a training graph there is one layer per post population, over the
+concatenation of all its sources (n_in = sum of their sizes), with the
+population's forbidden entries (no-self masks); the plan's
+``LayerPlan.split_by_source`` gives each projection its rows back.
+
 No Lava or Brian2 import here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deepr_neuro.training.rewiring import (THETA_MAX, CoreSpec, LayerConnections, dead_slots, init_free_layer, init_layer,
-                                  prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.errors import InvariantError
+from deepr_neuro.hardware.mapping import CorePlan
+from deepr_neuro.training.methods import (BASELINES, METHODS, OPTIMIZERS, REWIRING_METHODS,  # noqa: F401 (re-exported)
+                                          theta_min_rule)
+from deepr_neuro.training.model_spec import TrainingSpec
+from deepr_neuro.training.rewiring import (THETA_MAX, LayerConnections, dead_slots, init_free_layer, init_layer,
+                                           prune_to_budget, rewire_deepr, rewire_global, soft_update_active)
 from deepr_neuro.training.sparse_mlp import SparseLayer
 
-REWIRING_METHODS = ("deepr", "soft-deepr", "global-deepr")
-# Baselines users compare against, trained by the same loop on ordinary signed
-# weights (no rewiring, no noise):
-#   dense          every connection (the network at connectivity 1.0)
-#   fixed-sparse   K_c random connections per core, never moved
-#   prune-retrain  dense, then keep the K_c largest per core, retrain (Han et al. 2015)
-#   l1             dense with L1 shrinkage, then keep the K_c largest per core
-BASELINES = ("dense", "fixed-sparse", "prune-retrain", "l1")
-METHODS = REWIRING_METHODS + BASELINES
-OPTIMIZERS = ("sgd", "adam")
+# The settings the update rule reads; their types and defaults are TrainingSpec's
+# (alpha: L1 strength on active thetas; noise sigma: lr * sigma * N(0,1), T = lr sigma^2 / 2;
+# theta_min: soft-DEEP R clip, None = reference rule of thumb).
+DEEPR_FIELDS = ("method", "optimizer", "alpha", "noise", "theta_min", "adam_beta1", "adam_beta2", "adam_eps")
 
 
-@dataclass
-class DeepRConfig:
-    method: str = "deepr"
-    optimizer: str = "sgd"
-    alpha: float = 1e-5  # L1 strength on active thetas
-    noise: float = 1e-5  # sigma: noise is lr * sigma * N(0,1); temperature T = lr * sigma^2 / 2
-    theta_min: Optional[float] = None  # soft-DEEP R clip; None = reference rule of thumb
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS} (got {self.method!r})")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
+def _check_config(self) -> None:
+    if self.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} (got {self.method!r})")
+    if self.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
 
 
-def theta_min_rule(p: float, alpha: float, noise: float, lr: float) -> float:
-    """Reference code's rule of thumb: -(1 - p) / (p * beta), beta = alpha / T, T = lr sigma^2 / 2."""
-    temperature = lr * noise ** 2 / 2
-    beta = alpha / temperature
-    return -(1 - p) / (p * beta)
+DeepRConfig = make_dataclass(
+    "DeepRConfig",
+    [(name, TrainingSpec.model_fields[name].annotation, field(default=TrainingSpec.model_fields[name].default))
+     for name in DEEPR_FIELDS],
+    namespace={"__post_init__": _check_config, "__module__": __name__,
+               "__doc__": "What the DEEP R update reads (fields, types and defaults from TrainingSpec)."})
 
 
 def soft_theta_min(connectivity: float, alpha: float, noise: float, lr: float) -> float:
@@ -78,7 +71,11 @@ class DeepR:
     """All layers' connection state plus the optimiser; ``step`` applies one update."""
 
     def __init__(self, rng: np.random.Generator, layer_shapes: Sequence[tuple],
-                 layer_cores: Sequence[Sequence[CoreSpec]], config: DeepRConfig, lr: float = 0.0):
+                 layer_cores: Sequence[Sequence[CorePlan]], config: DeepRConfig, lr: float = 0.0,
+                 forbidden: Optional[Sequence[Optional[np.ndarray]]] = None):
+        """One layer per post population: ``layer_shapes[l]`` is (n_in, n_out) with
+        n_in the concatenated pre space of all its sources; ``forbidden[l]``
+        (flat keys, e.g. a no-self mask) are entries never made active."""
         self.config = config
         self.rng = rng
         self.t = 0  # Adam step counter
@@ -87,10 +84,11 @@ class DeepR:
         self.unusable_thetas = 0
         self.layers: List[LayerConnections] = []
         self.theta_min: List[float] = []  # soft-DEEP R clip per layer (0.0 for other methods)
-        for (n_in, n_out), cores in zip(layer_shapes, layer_cores):
+        forbidden = list(forbidden) if forbidden is not None else [None] * len(layer_shapes)
+        for (n_in, n_out), cores, forbid in zip(layer_shapes, layer_cores, forbidden):
             if config.method in BASELINES:
                 dense = config.method != "fixed-sparse"
-                self.layers.append(init_free_layer(rng, n_in, n_out, cores, dense=dense))
+                self.layers.append(init_free_layer(rng, n_in, n_out, cores, dense=dense, forbidden=forbid))
                 self.theta_min.append(0.0)
                 continue
             tmin = None
@@ -100,7 +98,7 @@ class DeepR:
                     k = sum(c.budget for c in cores)
                     tmin = soft_theta_min(k / (n_in * n_out), config.alpha, config.noise, lr)
                 tmin = float(tmin)
-            self.layers.append(init_layer(rng, n_in, n_out, cores, soft_theta_min=tmin))
+            self.layers.append(init_layer(rng, n_in, n_out, cores, soft_theta_min=tmin, forbidden=forbid))
             self.theta_min.append(tmin if tmin is not None else 0.0)
         self.initial_budgets = [np.array([c.budget for c in cores], dtype=np.int64) for cores in layer_cores]
         self.moments: List[Dict[str, np.ndarray]] = [self._zero_moments(layer) for layer in self.layers]

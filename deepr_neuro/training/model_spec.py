@@ -32,10 +32,12 @@ from pydantic import (
 )
 
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.hardware.profile import (
-    HardwareProfile,
-    _FieldIssue,
-    _did_you_mean,
+from deepr_neuro.hardware.mapping import TrainingGraph
+from deepr_neuro.training.methods import METHODS, OPTIMIZERS, theta_min_rule  # one formula, shared with the trainer
+from deepr_neuro.hardware.profile import HardwareProfile
+from deepr_neuro.hardware.yaml_io import (
+    FieldIssue as _FieldIssue,
+    did_you_mean as _did_you_mean,
     echo,
     format_validation_error,
     read_yaml_mapping,
@@ -57,6 +59,7 @@ __all__ = [
     "reference_theta_min",
     "SNAP_RELATIVE_TOLERANCE",
     "check_model_fits_data",
+    "model_graph",
 ]
 
 # A --connectivity request within this relative distance of the spec's own
@@ -129,13 +132,12 @@ class TrainingSpec(BaseModel):
 
     epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="passes over the training set")
     batch_size: int = Field(10, gt=0, le=MAX_BATCH_SIZE, description="samples per gradient step")
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal[OPTIMIZERS] = "sgd"
     lr: float = Field(0.5, gt=0, description="learning rate eta")
     lr_decay: float = Field(0.8, gt=0, le=1, description="lr multiplied by this after every epoch")
     alpha: float = Field(1e-5, ge=0, le=MAX_L1, description="L1 coefficient on active theta")
     noise: float = Field(1e-5, ge=0, description="noise scale sigma; temperature T = lr*sigma^2/2")
-    method: Literal["deepr", "soft-deepr", "global-deepr", "dense", "fixed-sparse", "prune-retrain",
-                    "l1"] = "deepr"
+    method: Literal[METHODS] = "deepr"
     l1_alpha: float = Field(1e-4, ge=0, le=MAX_L1, description="L1 strength of the l1 baseline (other methods use alpha)")
     dense_lr: Optional[float] = Field(None, gt=0, description="learning rate of the baselines with a dense "
                                                              "phase (dense, prune-retrain, l1); null = lr")
@@ -286,6 +288,16 @@ def model_spec_to_dict(spec: ModelSpec) -> dict:
     return spec.model_dump(mode="json")
 
 
+def model_graph(spec: ModelSpec, budgets: Sequence[Optional[int]]) -> TrainingGraph:
+    """The MLP as a training graph: populations input, layer names...; one
+    projection (named after its layer) into each layer, with budget K_l.
+    ``max_neurons_per_core`` caps every population (the input's cores too, as
+    the mapping always did)."""
+    return TrainingGraph.chain(spec.input_size, [layer.size for layer in spec.layers],
+                               [layer.name for layer in spec.layers], budgets,
+                               max_per_core=spec.max_neurons_per_core)
+
+
 def layer_shapes(spec: ModelSpec) -> list[tuple[int, int]]:
     """(n_in, n_out) of every weight layer."""
     s = spec.sizes
@@ -417,7 +429,6 @@ def reference_theta_min(p: float, alpha: float, lr: float, noise: float) -> floa
             "training.theta_min is null but the rule of thumb -(1-p)/(p*alpha/T) needs "
             f"alpha > 0, noise > 0 and lr > 0 (got alpha={alpha}, noise={noise}, lr={lr}); "
             "set training.theta_min explicitly (e.g. -1e-4)")
-    from deepr_neuro.training.deepr import theta_min_rule  # one formula, shared with the trainer
     return theta_min_rule(p, alpha, noise, lr)
 
 

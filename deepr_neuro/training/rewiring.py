@@ -19,6 +19,14 @@ when the core already listens to its input-axon limit of presynaptic neurons,
 only from those. So DEEP R keeps exactly K_c active connections on every core
 after every step, and never more than A_c distinct presynaptic neurons.
 
+Graphs (DESIGN.md section 8): a post population fed by several projections
+is one layer whose pre space is the concatenation of its sources, so K_c
+and A_c hold over the union. A recurrent projection without
+self-connections gives *forbidden* entries (a bitmap over the flat keys):
+dormant forever, never drawn by a refill, never counted. A layer without
+forbidden entries takes exactly the code paths (and random draws) it took
+before graphs existed.
+
 Active connections are stored as *slots*: arrays rows/cols/theta of length
 K (DEEP R replaces dead slots in place, so per-core counts cannot drift).
 Dormant thetas are not stored (DEEP R never reads them: a revived connection
@@ -28,12 +36,12 @@ No Lava or Brian2 import here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from deepr_neuro.errors import InvariantError
+from deepr_neuro.hardware.mapping import CorePlan, rewiring_core
 
 REVIVE_THETA = 1e-12
 # Largest usable theta: the bundle stores weights as float32, so a larger one
@@ -51,24 +59,24 @@ def dead_slots(theta: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~((theta > 0) & (theta <= THETA_MAX)))
 
 
-@dataclass
-class CoreSpec:
-    """What the rewiring needs to know about one core of a layer."""
-
-    start: int  # first post-neuron (layer-local index)
-    stop: int
-    budget: int  # K_c (initial / exact budget)
-    capacity: int  # hard limit on active connections
-    axon_limit: int  # A_c
+# A core is the mapping's CorePlan (one type): the rewiring reads start / stop
+# (post-neurons, population-local), budget K_c, capacity and axon_limit A_c.
+# CoreSpec(start, stop, budget, capacity, axon_limit) makes one by hand.
+CoreSpec = rewiring_core
 
 
 class LayerConnections:
     """Active connections of one weight layer, as slots, plus the fixed signs."""
 
-    def __init__(self, n_in: int, n_out: int, cores: Sequence[CoreSpec], signs: np.ndarray,
+    def __init__(self, n_in: int, n_out: int, cores: Sequence[CorePlan], signs: np.ndarray,
                  rows: np.ndarray, cols: np.ndarray, theta: np.ndarray,
-                 theta_dense: Optional[np.ndarray] = None, free_sign: bool = False):
+                 theta_dense: Optional[np.ndarray] = None, free_sign: bool = False,
+                 forbidden: Optional[np.ndarray] = None):
         self.n_in = int(n_in)
+        # bitmap over flat keys of entries that may never be active (no-self mask), or None
+        self.forbidden = _forbidden_bitmap(forbidden, int(n_in) * int(n_out))
+        self.n_potential = int(n_in) * int(n_out) - (0 if self.forbidden is None
+                                                     else int(np.count_nonzero(self.forbidden)))
         # Baselines (dense, fixed sparse, pruning, L1) train ordinary signed
         # weights: every slot is a connection and its weight is theta itself.
         self.free_sign = bool(free_sign)
@@ -83,7 +91,7 @@ class LayerConnections:
         self.core_n_post = np.array([c.stop - c.start for c in self.cores], dtype=np.int64)
         # Refill can be vectorised over cores when no axon limit can bind and
         # every core is sparse enough for rejection sampling.
-        self.simple_refill = all(
+        self.simple_refill = self.forbidden is None and all(
             self.n_in <= c.axon_limit and c.budget <= 0.25 * (c.stop - c.start) * self.n_in
             for c in self.cores)
         self.set_slots(rows, cols, theta)
@@ -155,6 +163,33 @@ class LayerConnections:
     def keys(self) -> np.ndarray:
         return self.rows.astype(np.int64) * self.n_in + self.cols
 
+    def core_room(self, core: CorePlan) -> int:
+        """Connections the core can always place, whichever min(n_in, A_c) pres it
+        listens to: the sum of the smallest per-pre counts of allowed entries into
+        its neurons (n_post * min(n_in, A_c) without forbidden entries)."""
+        n_post = core.stop - core.start
+        k = min(self.n_in, core.axon_limit)
+        if self.forbidden is None:
+            return n_post * k
+        blocked = self.forbidden[core.start * self.n_in:core.stop * self.n_in].reshape(n_post, self.n_in)
+        allowed = np.sort(n_post - blocked.sum(axis=0))
+        return int(allowed[:k].sum())
+
+
+def _forbidden_bitmap(forbidden: Optional[np.ndarray], size: int) -> Optional[np.ndarray]:
+    """None, or a boolean bitmap of ``size`` flat keys (from a bitmap or a key list)."""
+    if forbidden is None:
+        return None
+    f = np.asarray(forbidden)
+    if f.dtype == bool:
+        bitmap = f.reshape(-1).copy()
+    else:
+        bitmap = np.zeros(size, dtype=bool)
+        bitmap[f.astype(np.int64)] = True
+    if len(bitmap) != size:
+        raise InvariantError(f"forbidden-entry mask has {len(bitmap)} entries for {size} connections")
+    return bitmap if bitmap.any() else None
+
 
 def random_signs(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
     return np.where(rng.random((n_out, n_in)) < 0.5, -1, 1).astype(np.int8)
@@ -164,9 +199,10 @@ def random_signs(rng: np.random.Generator, n_out: int, n_in: int) -> np.ndarray:
 # Sampling dormant connections on one core
 # ---------------------------------------------------------------------------
 
-def sample_dormant(rng: np.random.Generator, n_in: int, core: CoreSpec,
+def sample_dormant(rng: np.random.Generator, n_in: int, core: CorePlan,
                    active_keys: np.ndarray, need: int,
-                   occupied: Optional[np.ndarray] = None) -> np.ndarray:
+                   occupied: Optional[np.ndarray] = None,
+                   forbidden: Optional[np.ndarray] = None) -> np.ndarray:
     """Draw ``need`` distinct dormant keys (post * n_in + pre) for one core.
 
     Uniform over the dormant connections into the core's neurons while the
@@ -176,29 +212,33 @@ def sample_dormant(rng: np.random.Generator, n_in: int, core: CoreSpec,
     (not including the ones being replaced). ``occupied``, when given, is the
     layer's bitmap of exactly those active keys: it makes enumerating a dense
     core's dormant set a scan instead of a set difference (same result).
+    ``forbidden`` (a bitmap over the layer's keys) marks entries never drawn.
     """
     if need <= 0:
         return np.empty(0, dtype=np.int64)
     active_keys = np.sort(np.asarray(active_keys, dtype=np.int64))
     if n_in <= core.axon_limit:
-        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied)
+        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied,
+                            forbidden=forbidden)
     pre_used = np.unique(active_keys % n_in)
     if len(pre_used) + need <= core.axon_limit:
-        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied)
+        return _sample_free(rng, n_in, core, active_keys, need, allowed_pre=None, occupied=occupied,
+                            forbidden=forbidden)
     # Axon limit may bind: draw one at a time so the pre set never exceeds A_c.
     out = np.empty(need, dtype=np.int64)
     used = set(int(p) for p in pre_used)
     keys = active_keys
     for i in range(need):
         allowed = None if len(used) < core.axon_limit else np.fromiter(sorted(used), dtype=np.int64)
-        k = _sample_free(rng, n_in, core, keys, 1, allowed_pre=allowed)[0]
+        k = _sample_free(rng, n_in, core, keys, 1, allowed_pre=allowed, forbidden=forbidden)[0]
         out[i] = k
         used.add(int(k % n_in))
         keys = np.insert(keys, np.searchsorted(keys, k), k)
     return out
 
 
-def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=None, n_active=None):
+def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=None, n_active=None,
+                 forbidden=None):
     """Uniform draw of ``need`` distinct keys outside the core's active set.
 
     The active set is ``active_sorted``, or (with ``allowed_pre`` None) the
@@ -212,6 +252,8 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=Non
     if n_active is None:
         n_active = len(active_sorted)
     n_dormant = space - n_active if allowed_pre is None else None
+    if forbidden is not None and n_dormant is not None:
+        n_dormant -= int(np.count_nonzero(forbidden[core.start * n_in:core.stop * n_in]))
     if allowed_pre is None and n_dormant >= 4 * need and n_active <= 0.5 * space:
         # Rejection sampling: cheap when most of the space is dormant.
         chosen = np.empty(0, dtype=np.int64)
@@ -226,6 +268,8 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=Non
                 pos = np.searchsorted(active_sorted, cand)
                 pos = np.minimum(pos, max(len(active_sorted) - 1, 0))
                 taken = (active_sorted[pos] == cand) if len(active_sorted) else np.zeros(len(cand), bool)
+            if forbidden is not None:
+                taken = taken | forbidden[cand]
             cand = cand[~taken]
             cand = cand[~np.isin(cand, chosen)]
             chosen = np.concatenate([chosen, cand[:need - len(chosen)]])
@@ -233,10 +277,15 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=Non
     # Enumerate the dormant set explicitly (dense core or restricted pres), in key order.
     if use_bitmap:
         lo = core.start * n_in
-        dormant = np.flatnonzero(~occupied[lo:core.stop * n_in]) + lo
+        free = ~occupied[lo:core.stop * n_in]
+        if forbidden is not None:
+            free &= ~forbidden[lo:core.stop * n_in]
+        dormant = np.flatnonzero(free) + lo
     else:
         posts = np.arange(core.start, core.stop, dtype=np.int64)
         allk = (posts[:, None] * n_in + pres[None, :]).ravel()
+        if forbidden is not None:
+            allk = allk[~forbidden[allk]]
         dormant = allk[~np.isin(allk, active_sorted)]
     if len(dormant) < need:
         raise InvariantError(
@@ -251,22 +300,29 @@ def _sample_free(rng, n_in, core, active_sorted, need, allowed_pre, occupied=Non
 # Initialisation
 # ---------------------------------------------------------------------------
 
-def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CoreSpec],
-               soft_theta_min: Optional[float] = None) -> LayerConnections:
+def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CorePlan],
+               soft_theta_min: Optional[float] = None,
+               forbidden: Optional[np.ndarray] = None) -> LayerConnections:
     """K_c random active connections on every core, theta = |N(0,1)| / sqrt(n_in).
 
     With ``soft_theta_min`` (soft-DEEP R) every dormant theta is stored too,
-    drawn uniformly in [theta_min, 0) as in the reference code.
+    drawn uniformly in [theta_min, 0) as in the reference code. ``forbidden``
+    (flat keys or a bitmap) are entries never made active.
     """
+    forbid = _forbidden_bitmap(forbidden, n_in * n_out)
     signs = random_signs(rng, n_out, n_in)
     rows, cols = [], []
     for core in cores:
-        if core.budget == (core.stop - core.start) * n_in:
-            # A full core has one choice: every connection. Row-major order
+        lo, hi = core.start * n_in, core.stop * n_in
+        n_forbidden = 0 if forbid is None else int(np.count_nonzero(forbid[lo:hi]))
+        if core.budget == (core.stop - core.start) * n_in - n_forbidden:
+            # A full core has one choice: every allowed connection. Row-major order
             # lets a full layer run as a plain matrix (sparse_mlp ``full``).
-            keys = np.arange(core.start * n_in, core.stop * n_in, dtype=np.int64)
+            keys = np.arange(lo, hi, dtype=np.int64)
+            if forbid is not None:
+                keys = keys[~forbid[lo:hi]]
         else:
-            keys = sample_dormant(rng, n_in, core, np.empty(0, np.int64), core.budget)
+            keys = sample_dormant(rng, n_in, core, np.empty(0, np.int64), core.budget, forbidden=forbid)
         rows.append(keys // n_in)
         cols.append(keys % n_in)
     rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
@@ -276,23 +332,26 @@ def init_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[
     if soft_theta_min is not None:
         dense = rng.random((n_out, n_in)) * float(soft_theta_min)
         dense[rows, cols] = theta
-    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, theta_dense=dense)
+    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, theta_dense=dense, forbidden=forbid)
 
 
-def init_free_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CoreSpec],
-                    dense: bool) -> LayerConnections:
-    """Baseline layer with signed weights: every potential connection (``dense``)
+def init_free_layer(rng: np.random.Generator, n_in: int, n_out: int, cores: Sequence[CorePlan],
+                    dense: bool, forbidden: Optional[np.ndarray] = None) -> LayerConnections:
+    """Baseline layer with signed weights: every allowed connection (``dense``)
     or K_c random ones per core (fixed sparse), w = s |N(0,1)| / sqrt(n_in)."""
+    forbid = _forbidden_bitmap(forbidden, n_in * n_out)
     if dense:
         signs = random_signs(rng, n_out, n_in)
         keys = np.arange(n_out * n_in, dtype=np.int64)
+        if forbid is not None:
+            keys = keys[~forbid]
         rows, cols = keys // n_in, keys % n_in
         theta = np.abs(rng.standard_normal(len(keys))) / np.sqrt(n_in)
     else:
-        layer = init_layer(rng, n_in, n_out, cores)
+        layer = init_layer(rng, n_in, n_out, cores, forbidden=forbid)
         signs, rows, cols, theta = layer.signs, layer.rows, layer.cols, layer.theta
     theta = theta * signs[rows, cols]
-    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, free_sign=True)
+    return LayerConnections(n_in, n_out, cores, signs, rows, cols, theta, free_sign=True, forbidden=forbid)
 
 
 def prune_to_budget(layer: LayerConnections) -> np.ndarray:
@@ -343,8 +402,8 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
     dead = dead_slots(layer.theta)
     if len(dead) == 0:
         return 0
-    if len(layer.theta) == layer.n_in * layer.n_out:
-        # Every potential connection holds a slot (connectivity 1.0): the
+    if len(layer.theta) == layer.n_potential:
+        # Every allowed connection holds a slot (connectivity 1.0): the
         # dormant set is exactly the dead, so they restart where they are.
         layer.theta[dead] = REVIVE_THETA
         for arr in reset or ():
@@ -367,10 +426,12 @@ def rewire_deepr(rng: np.random.Generator, layer: LayerConnections,
             core = layer.cores[ci]
             if layer.n_in <= core.axon_limit:  # no axon limit: the bitmap is the whole active set
                 new = _sample_free(rng, layer.n_in, core, None, len(slots), None,
-                                   occupied=layer.occupied, n_active=int(alive_per_core[ci]))
+                                   occupied=layer.occupied, n_active=int(alive_per_core[ci]),
+                                   forbidden=layer.forbidden)
             else:
                 core_alive = keys[alive & (slot_core == ci)]
-                new = sample_dormant(rng, layer.n_in, core, core_alive, len(slots), occupied=layer.occupied)
+                new = sample_dormant(rng, layer.n_in, core, core_alive, len(slots), occupied=layer.occupied,
+                                     forbidden=layer.forbidden)
             layer.rows[slots] = new // layer.n_in
             layer.cols[slots] = new % layer.n_in
             layer.occupied[new] = True
@@ -437,7 +498,7 @@ def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
         return 0
     weights = np.concatenate([np.asarray(b, dtype=np.float64) for b in initial_budgets])
     counts = np.concatenate([layer.core_counts() for layer in layers])
-    caps = np.concatenate([[min(c.capacity, (c.stop - c.start) * min(layer.n_in, c.axon_limit))
+    caps = np.concatenate([[min(c.capacity, layer.core_room(c))
                             for c in layer.cores] for layer in layers]).astype(np.int64)
     room = caps - counts
     add = np.zeros(len(weights), dtype=np.int64)
@@ -461,7 +522,8 @@ def rewire_global(rng: np.random.Generator, layers: Sequence[LayerConnections],
             continue
         keys = layer.keys()
         slot_core = layer.local_core_of_post[layer.rows]
-        new_keys = [sample_dormant(rng, layer.n_in, layer.cores[ci], keys[slot_core == ci], int(a))
+        new_keys = [sample_dormant(rng, layer.n_in, layer.cores[ci], keys[slot_core == ci], int(a),
+                                   forbidden=layer.forbidden)
                     for ci, a in enumerate(layer_add) if a > 0]
         new = np.concatenate(new_keys)
         layer.set_slots(np.concatenate([layer.rows, new // layer.n_in]),
@@ -489,6 +551,8 @@ def soft_update_active(rng: np.random.Generator, layer: LayerConnections) -> int
     """
     n_in = layer.n_in
     flat = layer.theta_dense.reshape(-1)  # a view: writes reach theta_dense
+    if layer.forbidden is not None:  # forbidden entries stay dormant whatever the noise did
+        flat[layer.forbidden] = np.minimum(flat[layer.forbidden], -REVIVE_THETA)
     now = flat > 0
     new_keys = np.flatnonzero(now & ~layer.occupied)
     bounds = np.append(layer.core_start, layer.core_start[-1] + layer.core_n_post[-1]) * n_in  # key range per core

@@ -23,7 +23,7 @@ import io
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -33,64 +33,49 @@ from deepr_neuro import __version__
 from deepr_neuro.store.bundle import _atomic_write, git_commit, save_bundle, write_json
 from deepr_neuro.training.deepr import DeepR, DeepRConfig
 from deepr_neuro.errors import BundleError, ConfigError, InvariantError
-from deepr_neuro.hardware.mapping import NetworkPlan, plan_network
-from deepr_neuro.training.model_spec import check_model_fits_data
-from deepr_neuro.convert.quantize import fake_quantize
-from deepr_neuro.training.rewiring import CoreSpec
+from deepr_neuro.hardware.mapping import CorePlan, NetworkPlan, plan_graph
+from deepr_neuro.training.model_spec import TrainingSpec, check_model_fits_data, model_graph
+from deepr_neuro.network.fixed_point import fake_quantize
 from deepr_neuro.training.sparse_mlp import loss_and_grads, predict
 
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
 
 
-@dataclass
-class TrainSettings:
-    """Effective settings of one run (spec defaults with command-line overrides)."""
+# Settings of a run beyond the spec's training block: (name, type, default).
+RUN_FIELDS = (("dataset", str, None), ("data_dir", Optional[str], None),
+              ("connectivity", Optional[float], None), ("weight_bits", Optional[int], None))
 
-    dataset: str
-    data_dir: Optional[str]
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    lr_decay: float
-    alpha: float
-    noise: float
-    method: str
-    theta_min: Optional[float]
-    adam_beta1: float
-    adam_beta2: float
-    adam_eps: float
-    val_fraction: float
-    seed: int
-    connectivity: Optional[float]
-    weight_bits: Optional[int]
-    l1_alpha: float = 1e-4
-    prune_epoch_fraction: float = 0.5
-    qat_epochs: int = 0
-    dense_lr: Optional[float] = None
 
-    @classmethod
-    def from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None) -> "TrainSettings":
-        t = spec.training
-        return cls(dataset=spec.dataset, data_dir=data_dir, epochs=t.epochs, batch_size=t.batch_size,
-                   optimizer=t.optimizer, lr=t.lr, lr_decay=t.lr_decay, alpha=t.alpha, noise=t.noise,
-                   method=t.method, theta_min=t.theta_min, adam_beta1=t.adam_beta1,
-                   adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, val_fraction=t.val_fraction,
-                   seed=t.seed, connectivity=connectivity, weight_bits=weight_bits,
-                   l1_alpha=t.l1_alpha, prune_epoch_fraction=t.prune_epoch_fraction,
-                   qat_epochs=t.qat_epochs, dense_lr=t.dense_lr)
+def _settings_from_spec(cls, spec, data_dir=None, connectivity=None, weight_bits=None):
+    """Effective settings: the spec's training block (already overridden by flags) and the run's."""
+    t = spec.training
+    return cls(dataset=spec.dataset, data_dir=data_dir, connectivity=connectivity, weight_bits=weight_bits,
+               **{name: getattr(t, name) for name in TrainingSpec.model_fields})
 
-    @property
-    def prune_epoch(self) -> int:
-        """prune-retrain: epochs trained dense before pruning (at least 1, at most epochs - 1)."""
-        return min(max(1, round(self.prune_epoch_fraction * self.epochs)), max(1, self.epochs - 1))
 
-    def deepr_config(self) -> DeepRConfig:
-        alpha = self.l1_alpha if self.method == "l1" else self.alpha
-        return DeepRConfig(method=self.method, optimizer=self.optimizer, alpha=alpha, noise=self.noise,
-                           theta_min=self.theta_min, adam_beta1=self.adam_beta1,
-                           adam_beta2=self.adam_beta2, adam_eps=self.adam_eps)
+def _prune_epoch(self) -> int:
+    """prune-retrain: epochs trained dense before pruning (at least 1, at most epochs - 1)."""
+    return min(max(1, round(self.prune_epoch_fraction * self.epochs)), max(1, self.epochs - 1))
+
+
+def _deepr_config(self) -> DeepRConfig:
+    values = {f.name: getattr(self, f.name) for f in fields(DeepRConfig)}
+    if self.method == "l1":
+        values["alpha"] = self.l1_alpha
+    return DeepRConfig(**values)
+
+
+# Effective settings of one run (spec defaults with command-line overrides): the
+# run fields, then every TrainingSpec field (name, type and default declared once, there).
+TrainSettings = make_dataclass(
+    "TrainSettings",
+    [(n, t, field(default=d)) for n, t, d in RUN_FIELDS[:2]]
+    + [(n, f.annotation, field(default=f.default)) for n, f in TrainingSpec.model_fields.items()]
+    + [(n, t, field(default=d)) for n, t, d in RUN_FIELDS[2:]],
+    namespace={"from_spec": classmethod(_settings_from_spec), "prune_epoch": property(_prune_epoch),
+               "deepr_config": _deepr_config, "__module__": __name__,
+               "__doc__": "Effective settings of one run (spec defaults with command-line overrides)."})
 
 
 def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
@@ -104,24 +89,20 @@ def build_plan(profile, spec, settings: TrainSettings) -> NetworkPlan:
                               f"(got {connectivity}); use fixed-sparse or deepr for a sparse network")
         connectivity = 1.0
     budgets = layer_budgets(spec, connectivity, profile, settings.weight_bits)
-    npc = profile.neurons_per_core
-    if spec.max_neurons_per_core is not None:
-        npc = min(npc, spec.max_neurons_per_core)
+    profile_name = Path(getattr(profile, "source", profile.name)).name
 
     def capacity(n_neurons: int, n_in: int) -> int:
         return profile.synapse_capacity(weight_bits=settings.weight_bits, sparse=True, n_neurons=n_neurons,
                                         n_axons=min(n_in, profile.input_axons_per_core))
 
-    return plan_network(spec.input_size, [layer.size for layer in spec.layers],
-                        [layer.name for layer in spec.layers], budgets,
-                        neurons_per_core=npc, cores=profile.cores, synapse_capacity=capacity,
-                        axon_limit=profile.input_axons_per_core,
-                        profile_name=Path(getattr(profile, "source", profile.name)).name)
+    return plan_graph(model_graph(spec, budgets), neurons_per_core=profile.neurons_per_core, cores=profile.cores,
+                      synapse_capacity=capacity, axon_limit=profile.input_axons_per_core,
+                      profile_name=profile_name)
 
 
-def core_specs(plan: NetworkPlan) -> List[List[CoreSpec]]:
-    return [[CoreSpec(c.post_start, c.post_stop, c.budget, c.capacity, c.axon_limit) for c in layer.cores]
-            for layer in plan.layers]
+def core_specs(plan: NetworkPlan) -> List[List[CorePlan]]:
+    """Every post population's cores, as the rewiring reads them (the plan's own cores)."""
+    return [list(layer.cores) for layer in plan.layers]
 
 
 def accuracy(x_uint8: np.ndarray, y: np.ndarray, deepr: DeepR, batch: int = 500) -> float:
@@ -150,6 +131,9 @@ def check_invariants(deepr: DeepR, plan: NetworkPlan, method: str) -> None:
     for layer, lp in zip(deepr.layers, plan.layers):
         counts = layer.core_counts()
         axons = layer.core_axons()
+        if layer.forbidden is not None and layer.forbidden[layer.keys()[layer.active_mask()]].any():
+            raise InvariantError(f"population '{lp.name}': a masked self-connection is active "
+                                 f"(method {method}); the rewiring must never draw one")
         for c, n, a in zip(lp.cores, counts, axons):
             where = f"layer '{lp.name}' core {c.core_id}"
             if method not in ("soft-deepr", "global-deepr") and n != c.budget:
@@ -176,7 +160,8 @@ class Trainer:
         self.init_rng = np.random.default_rng(settings.seed)
         self.data_rng = np.random.default_rng([settings.seed, 1])
         shapes = [(lp.n_in, lp.n_out) for lp in self.plan.layers]
-        self.deepr = DeepR(self.init_rng, shapes, core_specs(self.plan), settings.deepr_config(), lr=settings.lr)
+        self.deepr = DeepR(self.init_rng, shapes, core_specs(self.plan), settings.deepr_config(), lr=settings.lr,
+                           forbidden=[lp.forbidden_keys() for lp in self.plan.layers])
         self.epoch = 0
         self.history: List[Dict[str, Any]] = []
         self.rewired_per_step: List[List[int]] = []  # per epoch: rewired connections per step (all layers)
@@ -422,6 +407,19 @@ class Trainer:
         self.rewired_per_step.append(per_step.tolist())
         self.save_checkpoint()
         return record
+
+    def projection_arrays(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """Every projection's own connections: {name: {pre, post, rows, cols, weight}},
+        cols local to its source (the rows of the concatenated pre space that
+        belong to it), sorted by (row, col); for an MLP projection i is layer i."""
+        out: Dict[str, Dict[str, np.ndarray]] = {}
+        for layer, lp in zip(self.deepr.layers, self.plan.layers):
+            r, c, w = layer.sorted_arrays()
+            for s in lp.sources:
+                rows, cols, weight = lp.split_by_source(r, c, w)[s.projection]
+                out[s.projection] = {"pre": s.pre, "post": lp.name, "rows": rows, "cols": cols.astype(np.int32),
+                                     "weight": weight.astype(np.float32)}
+        return out
 
     def network_arrays(self) -> Dict[str, np.ndarray]:
         arrays: Dict[str, np.ndarray] = {}

@@ -1,0 +1,211 @@
+"""Run-directory level NIR export / import and the energy-latency estimate (top layer, beside pipeline.py).
+
+``export_nir_run``: the exported integer network of a run, with its core placement, as a NIR
+file. ``import_nir_file``: a NIR file (ours or another tool's) as an integer graph, checked
+against a profile's per-core budgets. ``estimate_run``: energy, latency and NeuroBench metrics
+per inference on the run's test set, for several steps per sample beside accuracy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deepr_neuro.errors import ConfigError, DataError
+
+DEFAULT_STEP_TABLE = (20, 50, 100, 200)
+CHUNK = 200  # samples simulated (with spike trains) at a time
+
+
+def run_graph(run_dir: Path):
+    """(manifest, chain network, graph with the manifest's core placement) of an exported run."""
+    from deepr_neuro.network.integer_network import chain_to_graph
+    from deepr_neuro.pipeline import load_integer_network
+
+    manifest, _, net = load_integer_network(Path(run_dir))
+
+    def cores_of(blocks, n):
+        core = np.full(n, -1, np.int32)
+        for b in blocks or []:
+            core[int(b["post_start"]):int(b["post_stop"])] = int(b["core"])
+        return core if (core >= 0).all() else None
+
+    cores = [cores_of(manifest.get("input_cores"), net.n_inputs)]
+    cores += [cores_of(layer.get("cores"), n) for layer, n in zip(manifest["layers"], net.sizes[1:])]
+    return manifest, net, chain_to_graph(net, cores)
+
+
+def export_nir_run(run_dir: Path, out: Optional[Path] = None) -> str:
+    """Write the run's integer network as NIR (default RUN/network.nir); return a summary."""
+    from deepr_neuro.interop.nir_io import graph_to_nir, write_nir
+
+    run_dir = Path(run_dir)
+    manifest, net, g = run_graph(run_dir)
+    out = Path(out) if out is not None else run_dir / "network.nir"
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)[:200]}: is a directory; give a file name such as network.nir")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {str(out)[:200]}: the folder {str(out.parent)[:200]} does not exist; create it")
+    size = write_nir(g, out)
+    ng = graph_to_nir(g)
+    kinds: Dict[str, int] = {}
+    for node in ng.nodes.values():
+        kinds[type(node).__name__] = kinds.get(type(node).__name__, 0) + 1
+    return (f"wrote {out} ({size} bytes, NIR {_nir_version()}): "
+            + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) + f", {len(ng.edges)} edges\n"
+            "exact chip integers (weights, du, dv, vth, bias, cores, encoding) are in node metadata; the NIR "
+            "fields are the forward-Euler reading at dt = 1e-4 s (see deepr_neuro/interop/nir_io.py); "
+            "each Lava projection's one-step delay is not in the NIR fields")
+
+
+def export_nir_cli(args) -> int:
+    """``export RUN --to nir [--out FILE]`` under the run's lock (it reads the bundle)."""
+    from deepr_neuro.store.rundir import DirLock
+
+    if args.steps is not None:
+        raise ConfigError("--steps: only for --to lava (a NIR file holds the network, not a run length)")
+    with DirLock(Path(args.run), what="run", flag="run"):
+        print(export_nir_run(Path(args.run), Path(args.out) if args.out else None))
+    return 0
+
+
+def _nir_version() -> str:
+    try:
+        import nir
+        return str(getattr(nir, "version", "1.0"))
+    except ImportError:  # pragma: no cover
+        return "?"
+
+
+def import_nir_file(path: Path, profile_path: str, as_json: bool = False) -> Tuple[str, bool]:
+    """Read a NIR file, map it onto the profile's chip and check every core's budget."""
+    from deepr_neuro.hardware.profile import load_profile
+    from deepr_neuro.interop.fit import check_fit
+    from deepr_neuro.interop.nir_io import nir_to_graph, place, read_nir
+
+    profile = load_profile(profile_path)
+    g = nir_to_graph(read_nir(path), profile=profile)
+    if any(p.core is None for p in g.populations):
+        import dataclasses
+        g = dataclasses.replace(g, populations=tuple(place(list(g.populations), profile)))
+    report = check_fit(g, profile)
+    if as_json:
+        return json.dumps({"file": str(path), "populations": [[p.name, p.n] for p in g.populations],
+                           "projections": [[q.name, q.pre, q.post, int(np.asarray(q.weights).size)]
+                                           for q in g.projections], **report.to_json()}, indent=2), report.fits
+    head = (f"{path}: {len(g.populations)} populations ({', '.join(f'{p.name} {p.n}' for p in g.populations)}), "
+            f"{len(g.projections)} projections, {sum(int(np.asarray(q.weights).size) for q in g.projections)} "
+            f"synapses, readout {g.readout!r}; profile {profile_path}")
+    return head + "\n" + report.to_table(profile), report.fits
+
+
+def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: Optional[int] = None,
+                 as_json: bool = False, profile_path: Optional[str] = None) -> str:
+    """Energy / latency / NeuroBench per inference on the run's test set at each steps-per-sample.
+
+    The profile is the run's own (its manifest's copy) unless ``profile_path`` names another
+    (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way."""
+    from deepr_neuro.estimate.cost import PRESILICON_NOTE
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.pipeline import check_samples, check_steps, run_dataset
+
+    run_dir = Path(run_dir)
+    steps_list = [check_steps(s) for s in (steps or DEFAULT_STEP_TABLE)]
+    if len(set(steps_list)) != len(steps_list):
+        raise ConfigError(f"--steps: each value once (got {steps_list})")
+    if samples is not None:
+        check_samples(samples)
+    manifest, net, g = run_graph(run_dir)
+    if profile_path is not None:
+        from deepr_neuro.hardware.profile import load_profile
+        profile = load_profile(profile_path)
+        if profile.cores < manifest["profile"]["cores"] or profile.neurons_per_core < manifest["profile"]["neurons_per_core"]:
+            raise ConfigError(f"--profile {str(profile_path)[:200]}: {profile.cores} cores x {profile.neurons_per_core} "
+                              f"neurons cannot hold the run's placement (made for {manifest['profile']['name']!r}); "
+                              "give the run's own chip's profile")
+    else:
+        profile = _run_profile(run_dir, manifest, HardwareProfile)
+    data = run_dataset(manifest)
+    n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
+    if n < 1:
+        raise DataError(f"data set {data.name!r}: the test set is empty; nothing to estimate")
+    x, y = data.x_test[:n], data.y_test[:n]
+    rows = []
+    for s in steps_list:
+        acc, est = _estimate_chain(net, g, x, y, profile, s)
+        rows.append((s, acc, est))
+    if as_json:
+        return json.dumps({"run": str(run_dir), "profile": profile.name, "samples": n,
+                           "exported_steps_per_sample": manifest["snn"].get("steps_per_sample"),
+                           "by_steps": [{"steps": s, "accuracy": a, **e.to_json()} for s, a, e in rows]}, indent=2)
+    est0 = rows[0][2]
+    lines = []
+    if est0.source:
+        lines.append("NOTE: " + PRESILICON_NOTE.format(source=f"{profile.name}: " + est0.source[:160] + "..."))
+    else:
+        lines.append(f"NOTE: profile {profile.name!r} ({profile.source}) has no energy block: energy and latency are "
+                     "not estimated (no invented figures), operation counts and NeuroBench metrics are. The block is "
+                     f"read from the run's profile file ({str(manifest.get('profile_path'))[:200]}) when it is found "
+                     "and describes the same chip; else pass --profile FILE")
+    lines.append(f"{run_dir}: {n} test samples of {data.name}, per inference (one sample):")
+    lines.append(f"{'steps':>5} {'accuracy':>9} {'energy uJ':>10} {'neuron %':>9} {'synops %':>9} {'msgs %':>7} "
+                 f"{'latency us':>11} {'inf/s':>9} {'synops':>10} {'spikes':>8} {'bottleneck':>11}")
+    for s, acc, e in rows:
+        if e.energy_pj:
+            tot = e.energy_pj["total"]
+            en = (f"{tot / 1e6:>10.3f} {100 * e.energy_pj['neuron_updates'] / tot:>8.1f}% "
+                  f"{100 * e.energy_pj['synaptic_ops'] / tot:>8.1f}% {100 * e.energy_pj['spike_messages'] / tot:>6.1f}% "
+                  f"{e.latency_us:>11.2f} {e.inferences_per_s:>9.0f}")
+            bn = f"core {e.bottleneck_core}"
+        else:
+            en = f"{'-':>10} {'-':>9} {'-':>9} {'-':>7} {'-':>11} {'-':>9}"
+            bn = "-"
+        lines.append(f"{s:>5} {100 * acc:>8.2f}% {en} {e.synaptic_ops:>10.0f} {e.spikes:>8.0f} {bn:>11}")
+    s, acc, e = rows[min(range(len(rows)), key=lambda i: abs(rows[i][0] - 100))]
+    nb = e.neurobench
+    lines.append(f"NeuroBench-style at {s} steps: footprint {nb['footprint_bytes']:.0f} bytes, connection sparsity "
+                 f"{nb['connection_sparsity']:.4f}, activation sparsity {nb['activation_sparsity']:.4f}, "
+                 f"effective ACs {nb['synaptic_operations_effective_acs']:.0f}, effective MACs "
+                 f"{nb['synaptic_operations_effective_macs']:.0f}, dense {nb['synaptic_operations_dense']:.0f}")
+    if e.energy_pj:
+        lines.append(f"at {s} steps: {e.step_ns:.0f} ns per step (slowest core + barrier over {e.tiles_used} tiles); "
+                     f"core {e.bottleneck_core} is the slowest in {100 * e.bottleneck_share:.0f} % of steps; "
+                     f"{e.cores_used} cores")
+    for note in e.notes:
+        lines.append("note: " + note)
+    return "\n".join(lines)
+
+
+def _run_profile(run_dir: Path, manifest: Dict, cls):
+    """The run's profile (its manifest's copy). The energy block is not stored in manifests (so
+    runs, sweeps and checkpoints stay byte-identical), so it is read from the profile file the run
+    was trained with, when that file still describes the same chip."""
+    from deepr_neuro.hardware.profile import load_profile, profile_to_dict
+
+    profile = cls.from_dict(manifest["profile"], source=f"{run_dir}/manifest.json (field 'profile')")
+    path = manifest.get("profile_path")
+    if isinstance(path, str) and Path(path).is_file():
+        try:
+            current = load_profile(path)
+        except ConfigError:
+            return profile
+        if current.energy is not None and profile_to_dict(current) == profile_to_dict(profile):
+            return current
+    return profile
+
+
+def _estimate_chain(net, g, x, y, profile, steps):
+    """The emulator runs the chain network (and, once backends take graphs, the graph itself)."""
+    from deepr_neuro.estimate.cost import combine, estimate
+    from deepr_neuro.simulate.backends import get_backend
+
+    emu = get_backend("emulator")
+    parts, correct = [], 0
+    for lo in range(0, len(x), CHUNK):
+        xs = x[lo:lo + CHUNK]
+        res = emu.run(net, xs, steps, record_spikes=True)
+        parts.append(estimate(g, res, profile, steps, x_uint8=xs))
+        correct += int(np.sum(res.predictions() == y[lo:lo + CHUNK]))
+    return correct / len(x), combine(parts)

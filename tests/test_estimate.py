@@ -1,0 +1,228 @@
+"""Energy / latency estimate and the profile's energy block (issue 12 items 4-5)."""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepr_neuro.errors import ConfigError
+from deepr_neuro.estimate.cost import combine, estimate
+from deepr_neuro.hardware.profile import HardwareProfile, load_profile
+from deepr_neuro.network.integer_network import (InputEncoding, IntegerGraph, NeuronParams, Population, Projection,
+                                                 chain_to_graph)
+from deepr_neuro.simulate.backends import SimResult, get_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+LOIHI = ROOT / "hardware_profiles" / "loihi.yaml"
+
+
+@pytest.fixture(scope="module")
+def loihi_dict():
+    return yaml.safe_load(LOIHI.read_text())
+
+
+def profile_with(base, **energy):
+    d = copy.deepcopy(base)
+    d["energy"].update(energy)
+    return HardwareProfile.from_dict(d, source="test.yaml")
+
+
+# ---------------------------------------------------------------- the energy block
+
+def test_loihi_block_is_davies_table_2():
+    e = load_profile(LOIHI).energy
+    assert "Davies" in e.source and "Table 2" in e.source and "pre-silicon" in e.source
+    assert (e.synaptic_op_pj, e.synaptic_op_ns) == (23.6, 3.5)
+    assert (e.neuron_update_active_pj, e.neuron_update_inactive_pj) == (81.0, 52.0)
+    assert (e.neuron_update_active_ns, e.neuron_update_inactive_ns) == (8.4, 5.3)
+    assert (e.spike_within_tile_pj, e.spike_within_tile_ns) == (1.7, 2.1)
+    assert (e.hop_east_west_pj, e.hop_north_south_pj, e.hop_east_west_ns, e.hop_north_south_ns) == (3.0, 4.0, 4.1, 6.5)
+    assert (e.barrier_ns_min, e.barrier_ns_max, e.barrier_tiles_min, e.barrier_tiles_max) == (113.0, 465.0, 1, 32)
+    assert e.barrier_ns(1) == 113.0 and e.barrier_ns(32) == 465.0 and e.barrier_ns(1000) == 465.0
+    assert 113.0 < e.barrier_ns(16) < 465.0
+
+
+def test_loihi2_and_tiny_have_no_block_and_loihi2_says_why():
+    assert load_profile(ROOT / "hardware_profiles/loihi2.yaml").energy is None
+    assert load_profile(ROOT / "hardware_profiles/tiny_test.yaml").energy is None
+    assert "no per-operation" in (ROOT / "hardware_profiles/loihi2.yaml").read_text()
+
+
+HOSTILE_ENERGY = {
+    "source missing": ({"source": ...}, "energy.source"),
+    "source too short": ({"source": "me"}, "energy.source"),
+    "negative energy": ({"synaptic_op_pj": -1.0}, "energy.synaptic_op_pj"),
+    "nan energy": ({"neuron_update_active_pj": float("nan")}, "energy.neuron_update_active_pj"),
+    "inf time": ({"synaptic_op_ns": float("inf")}, "energy.synaptic_op_ns"),
+    "string figure": ({"hop_east_west_pj": "3 pJ"}, "energy.hop_east_west_pj"),
+    "unknown key": ({"synaptic_op_pJ": 1.0}, "energy.synaptic_op_pJ"),
+    "zero cores per tile": ({"cores_per_tile": 0}, "energy.cores_per_tile"),
+    "barrier ns reversed": ({"barrier_ns_min": 500.0}, "barrier_ns_min"),
+    "barrier tiles reversed": ({"barrier_tiles_min": 64}, "barrier_tiles_min"),
+    "huge figure": ({"synaptic_op_pj": 1e300}, "energy.synaptic_op_pj"),
+    "bool figure": ({"synaptic_op_pj": True}, "energy.synaptic_op_pj"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ENERGY))
+def test_hostile_energy_blocks_name_the_field(loihi_dict, tmp_path, case):
+    change, field = HOSTILE_ENERGY[case]
+    d = copy.deepcopy(loihi_dict)
+    for k, v in change.items():
+        if v is ...:
+            d["energy"].pop(k)
+        else:
+            d["energy"][k] = v
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError) as e:
+        load_profile(p)
+    assert str(p) in str(e.value) and field in str(e.value)
+
+
+def test_energy_block_is_not_a_list(loihi_dict, tmp_path):
+    d = copy.deepcopy(loihi_dict)
+    d["energy"] = [1, 2]
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match="energy"):
+        load_profile(p)
+
+
+# ---------------------------------------------------------------- a case worked by hand
+
+def _hand_graph():
+    z = np.zeros
+    pops = (Population("input", NeuronParams(vth=1, du=4095, dv=0, bias_exp=0, bias_mant=z(2, np.int32)),
+                       np.array([0, 5], np.int32)),
+            Population("a", NeuronParams(vth=1, du=4095, dv=0, bias_exp=0, bias_mant=z(1, np.int32)),
+                       np.array([9], np.int32)))
+    projs = (Projection("w", "input", "a", np.array([0, 0], np.int32), np.array([0, 1], np.int32),
+                        np.array([5, 0], np.int32), 0, 8),)
+    g = IntegerGraph(pops, projs, InputEncoding(1, 0), "a")
+    s_in = np.zeros((1, 3, 2), bool)
+    s_in[0, 0, 0] = s_in[0, 1, 0] = s_in[0, 1, 1] = True
+    s_a = np.zeros((1, 3, 1), bool)
+    s_a[0, 2, 0] = True
+    res = SimResult(counts=[s_in.sum(1).astype(np.int32), s_a.sum(1).astype(np.int32)], spikes=[s_in, s_a], steps=3)
+    return g, res
+
+
+def test_hand_worked_example(loihi_dict):
+    """Cores 0, 5 (input) and 9 (a) on tiles 0, 1, 2 of a 2-tile-wide mesh: tile 0 (0,0),
+    tile 1 (1,0), tile 2 (0,1). input0 spikes at t=0,1; input1 at t=1; a spikes at t=2."""
+    g, res = _hand_graph()
+    prof = profile_with(loihi_dict, mesh_tiles_x=2)
+    e = estimate(g, res, prof, 3)
+    assert e.synaptic_ops == 3                      # 3 input spikes x 1 stored synapse each (zero weight too)
+    assert e.neurobench["synaptic_operations_effective_acs"] == 2   # the zero weight is not an AC
+    assert (e.hops_east_west, e.hops_north_south, e.messages_within_tile) == (1, 3, 0)
+    assert (e.neuron_updates_active, e.neuron_updates_inactive) == (8, 1)  # a idle only at t=0
+    assert e.energy_pj["synaptic_ops"] == pytest.approx(3 * 23.6)
+    assert e.energy_pj["neuron_updates"] == pytest.approx(8 * 81 + 52)
+    assert e.energy_pj["spike_messages"] == pytest.approx(1 * 3.0 + 3 * 4.0)
+    assert e.energy_pj["total"] == pytest.approx(3 * 23.6 + 8 * 81 + 52 + 15)
+    barrier = 113 + (465 - 113) * 2 / 31
+    assert e.tiles_used == 3 and e.cores_used == 3
+    assert e.latency_us == pytest.approx((8.4 + (3.5 + 8.4) + (2 * 3.5 + 8.4) + 3 * barrier) / 1000)
+    assert e.step_ns == pytest.approx(e.latency_us * 1000 / 3)
+    assert e.inferences_per_s == pytest.approx(1e6 / e.latency_us)
+    assert e.bottleneck_core == 9 and e.bottleneck_share == pytest.approx(2 / 3)
+    nb = e.neurobench
+    assert nb["connection_sparsity"] == 0.5                 # NeuroBench: the stored zero weight is a zero
+    assert nb["activation_sparsity"] == pytest.approx(1 - 4 / 9)
+    assert nb["synaptic_operations_dense"] == 3 * (2 + 4)   # projection 2x1 + input encoding 2x2, per step
+    assert nb["footprint_bytes"] == 4 * (4 + 2 + 2 + 1) + 4 * 3 * 2
+    js = e.to_json()
+    assert "pre-silicon" in js["estimate"] and "Davies" in js["estimate"]
+
+
+def test_without_an_energy_block_the_estimate_says_so(loihi_dict):
+    g, res = _hand_graph()
+    d = copy.deepcopy(loihi_dict)
+    d.pop("energy")
+    e = estimate(g, res, HardwareProfile.from_dict(d, source="plain.yaml"), 3)
+    assert e.energy_pj is None and e.latency_us is None and e.synaptic_ops == 3
+    assert any("no 'energy:' block" in n for n in e.notes)
+    assert "no energy model" in e.to_json()["estimate"]
+
+
+@pytest.mark.parametrize("bad", ["no spikes", "wrong steps", "no samples"])
+def test_results_that_cannot_be_estimated_are_refused(loihi_dict, bad):
+    g, res = _hand_graph()
+    prof = profile_with(loihi_dict)
+    if bad == "no spikes":
+        res = SimResult(counts=res.counts, spikes=None, steps=3)
+        match = "record_spikes"
+    elif bad == "wrong steps":
+        match = "expected"
+    else:
+        res = SimResult(counts=[c[:0] for c in res.counts], spikes=[s[:0] for s in res.spikes], steps=3)
+        match = "no samples"
+    with pytest.raises(ConfigError, match=match):
+        estimate(g, res, prof, 5 if bad == "wrong steps" else 3)
+
+
+# ---------------------------------------------------------------- properties on simulated networks
+
+@st.composite
+def chains(draw):
+    from deepr_neuro.network.integer_network import IntegerNetwork, SynapseLayer
+
+    sizes = [draw(st.integers(1, 10)) for _ in range(draw(st.integers(2, 4)))]
+    layers = []
+    for i in range(1, len(sizes)):
+        mask = np.array(draw(st.lists(st.booleans(), min_size=sizes[i] * sizes[i - 1],
+                                      max_size=sizes[i] * sizes[i - 1])), bool).reshape(sizes[i], sizes[i - 1])
+        rows, cols = np.nonzero(mask)
+        w = np.array(draw(st.lists(st.integers(-256, 255), min_size=rows.size, max_size=rows.size)), np.int32)
+        layers.append(SynapseLayer(f"l{i}", sizes[i - 1], sizes[i], rows.astype(np.int32), cols.astype(np.int32),
+                                   w, draw(st.integers(-2, 4)), 8,
+                                   NeuronParams(vth=draw(st.integers(1, 200)), du=draw(st.sampled_from([1023, 4095])),
+                                                dv=0, bias_exp=0, bias_mant=np.zeros(sizes[i], np.int32))))
+    net = IntegerNetwork(NeuronParams(vth=draw(st.integers(1, 300)), du=4095, dv=0, bias_exp=0,
+                                      bias_mant=np.zeros(sizes[0], np.int32)), InputEncoding(16, 0), layers)
+    return net
+
+
+@settings(max_examples=40, deadline=None)
+@given(net=chains(), steps=st.integers(1, 12))
+def test_counts_agree_with_the_emulator_and_energy_adds_up(loihi_dict, net, steps):
+    from deepr_neuro.simulate.activity import synops
+
+    prof = profile_with(loihi_dict)
+    x = np.random.default_rng(steps).integers(0, 256, size=(5, net.n_inputs))
+    res = get_backend("emulator").run(net, x, steps, record_spikes=True)
+    e = estimate(chain_to_graph(net), res, prof, steps, x_uint8=x)
+    assert e.synaptic_ops == pytest.approx(synops(net, res).total_synops)
+    assert e.spikes == pytest.approx(sum(c.sum() for c in res.counts) / 5)
+    assert e.neuron_updates_active + e.neuron_updates_inactive == pytest.approx(sum(net.sizes) * steps)
+    parts = e.energy_pj
+    assert parts["total"] == pytest.approx(parts["synaptic_ops"] + parts["neuron_updates"] + parts["spike_messages"])
+    assert parts["synaptic_ops"] == pytest.approx(23.6 * e.synaptic_ops)
+    assert e.latency_us * 1000 >= steps * prof.energy.barrier_ns(1) - 1e-9
+    assert 0 <= e.neurobench["activation_sparsity"] <= 1 and 0 <= e.neurobench["connection_sparsity"] <= 1
+    assert e.neurobench["synaptic_operations_effective_acs"] <= e.synaptic_ops + 1e-9
+    # chunks combine into the whole
+    halves = [estimate(chain_to_graph(net), get_backend("emulator").run(net, xs, steps, record_spikes=True), prof,
+                       steps, x_uint8=xs) for xs in (x[:2], x[2:])]
+    both = combine(halves)
+    for k in ("synaptic_ops", "spikes", "latency_us", "neuron_updates_active"):
+        assert getattr(both, k) == pytest.approx(getattr(e, k)), k
+    assert both.energy_pj["total"] == pytest.approx(e.energy_pj["total"])
+    assert both.samples == 5
+
+
+def test_placement_defaults_to_contiguous_cores(loihi_dict):
+    g, res = _hand_graph()
+    import dataclasses
+    g = dataclasses.replace(g, populations=tuple(dataclasses.replace(p, core=None) for p in g.populations))
+    e = estimate(g, res, profile_with(loihi_dict), 3)
+    assert e.cores_used == 2 and e.tiles_used == 1 and e.messages_within_tile == 3 and e.hops_north_south == 0
+    assert math.isfinite(e.latency_us)
