@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepr_neuro.store.bundle import load_bundle  # noqa: E402
 from deepr_neuro.hardware.chip_format import ChipFormat  # noqa: E402
-from deepr_neuro.convert.conversion import convert, float_layers_from_arrays  # noqa: E402
+from deepr_neuro.convert.conversion import convert  # noqa: E402
 from deepr_neuro.convert.accuracy import quantized_ann_accuracy, steps_accuracy_table  # noqa: E402
+from deepr_neuro.store.codec import float_projections_from_arrays  # noqa: E402
 from deepr_neuro.training.datasets import load_dataset  # noqa: E402
 from deepr_neuro.hardware.profile import HardwareProfile  # noqa: E402
 from deepr_neuro.convert.quantize import float_accuracy  # noqa: E402
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     tr = manifest.get("training", {})
     ds = load_dataset(tr.get("dataset") or manifest["dataset"]["name"], tr.get("data_dir"),
                       val_fraction=tr.get("val_fraction", 0.1), seed=tr.get("seed", 0))
-    layers = float_layers_from_arrays(arrays, manifest["layers"])
+    layers = float_projections_from_arrays(arrays, manifest["graph"])
     fmt = ChipFormat.from_profile(HardwareProfile.model_validate(manifest["profile"]), a.bits)
     x_cal = ds.x_train[:a.calib]
     x, y = ds.x_test, ds.y_test
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     net, info = convert(layers, x_cal, fmt=fmt, steps=a.steps, percentile=a.percentile,
                         max_rate=a.max_rate, input_rate=a.input_rate,
                         synaptic_tau=a.synaptic_tau, reset_compensation=a.reset_compensation,
-                        names=[m["name"] for m in manifest["layers"]])
+                        names=[q["name"] for q in manifest["graph"]["projections"]])
     t_conv = time.perf_counter() - t0
     acc_f = float_accuracy(layers, x, y)
     acc_q = quantized_ann_accuracy(net, x, y)

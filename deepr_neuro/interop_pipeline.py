@@ -20,21 +20,12 @@ CHUNK = 200  # samples simulated (with spike trains) at a time
 
 
 def run_graph(run_dir: Path):
-    """(manifest, chain network, graph with the manifest's core placement) of an exported run."""
-    from deepr_neuro.network.integer_network import chain_to_graph
-    from deepr_neuro.pipeline import load_integer_network
+    """(manifest, network to simulate, graph with the bundle's core placement) of an exported run
+    (bundle version 1 or 2; every bundle check first)."""
+    from deepr_neuro.pipeline import load_integer_graph
 
-    manifest, _, net = load_integer_network(Path(run_dir))
-
-    def cores_of(blocks, n):
-        core = np.full(n, -1, np.int32)
-        for b in blocks or []:
-            core[int(b["post_start"]):int(b["post_stop"])] = int(b["core"])
-        return core if (core >= 0).all() else None
-
-    cores = [cores_of(manifest.get("input_cores"), net.n_inputs)]
-    cores += [cores_of(layer.get("cores"), n) for layer, n in zip(manifest["layers"], net.sizes[1:])]
-    return manifest, net, chain_to_graph(net, cores)
+    manifest, _, graph = load_integer_graph(Path(run_dir))
+    return manifest, graph, graph
 
 
 def export_nir_run(run_dir: Path, out: Optional[Path] = None) -> str:

@@ -52,23 +52,39 @@ def check_samples(samples, flag: str = "--samples") -> int:
     return int(samples)
 
 
-def load_integer_network(run_dir: Path):
-    """The exported integer network of a run, after every bundle check (fit included)."""
-    from deepr_neuro.convert.conversion import integer_network_from_arrays
+def load_integer_graph(run_dir: Path):
+    """(manifest, arrays, IntegerGraph) of an exported run (version 1 or 2), after every
+    bundle check (fit included); each population keeps its cores from the bundle."""
+    from deepr_neuro.store.codec import integer_graph_from_arrays
 
     manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
         raise BundleError(f"{run_dir}: not exported yet; run `deepr-neuro export {run_dir}` first")
-    names = [layer["name"] for layer in manifest["layers"]]
-    return manifest, arrays, integer_network_from_arrays(arrays, names=names)
+    return manifest, arrays, integer_graph_from_arrays(arrays, manifest["graph"])
+
+
+def runnable(graph):
+    """What the backends run: a chain graph as the chain IntegerNetwork (bit for bit what
+    version 1 ran), any other graph as it is (backends that run graphs accept it)."""
+    from deepr_neuro.store.codec import graph_to_chain
+
+    return graph_to_chain(graph) if graph.is_chain else graph
+
+
+def load_integer_network(run_dir: Path):
+    """(manifest, arrays, network to simulate) of an exported run: :func:`load_integer_graph`,
+    with a chain graph handed over as the chain network the backends run."""
+    manifest, arrays, graph = load_integer_graph(run_dir)
+    return manifest, arrays, runnable(graph)
 
 
 def activity_table(net, result) -> Tuple[str, Dict]:
-    """Per-inference spikes and synaptic operations per layer."""
+    """Per-inference spikes and synaptic operations per population."""
+    from deepr_neuro.network.integer_network import as_graph
     from deepr_neuro.simulate.activity import synops
 
     act = synops(net, result)
-    names = ["input"] + [layer.name for layer in net.layers]
+    names = as_graph(net).names
     lines = [f"{'layer':<8} {'neurons':>8} {'spikes/inference':>17} {'synops/inference':>17}"]
     for name, n, s, o in zip(names, net.sizes, act.spikes, act.synops):
         lines.append(f"{name:<8} {n:>8} {s:>17.1f} {o:>17.1f}")
@@ -87,6 +103,10 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
                progress: bool = False) -> str:
     """Quantize + convert a trained run; add the integer network to its bundle.
 
+    The bundle is written in format version 2 (a version-1 run is upgraded, atomically:
+    the trained arrays are renamed, never changed). Conversion handles chains (MLPs);
+    another graph is refused with a clear error.
+
     Weights are quantized to ``weight_bits``, by default the width the run was
     trained and budgeted for (``train --weight-bits``, manifest
     ``training.weight_bits``), else the profile's default: the exported
@@ -95,11 +115,11 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     otherwise).
     """
     from deepr_neuro.simulate.backends import get_backend
-    from deepr_neuro.convert.conversion import (convert, float_layers_from_arrays,
-                                     integer_network_to_arrays)
+    from deepr_neuro.convert.conversion import convert
     from deepr_neuro.convert.calibration import calibrate
     from deepr_neuro.convert.accuracy import quantized_ann_accuracy
     from deepr_neuro.hardware.chip_format import ChipFormat
+    from deepr_neuro.store.codec import chain_cores, float_projections_from_arrays, integer_graph_to_arrays
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.convert.quantize import float_accuracy
 
@@ -121,14 +141,21 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
         if progress:
             print(text, file=sys.stderr, flush=True)
 
+    graph = manifest["graph"]
+    names = [p["name"] for p in graph["populations"]]
+    chain = len(graph["projections"]) == len(names) - 1 and graph["readout"] == names[-1] and all(
+        q["pre"] == names[i] and q["post"] == names[i + 1] for i, q in enumerate(graph["projections"]))
+    if not chain:
+        raise ConfigError(f"{run_dir}: export converts feed-forward chains (MLPs); this bundle's graph has "
+                          "recurrent or skip projections, which the conversion does not handle yet")
     data = run_dataset(manifest)
-    layers = float_layers_from_arrays(arrays, manifest["layers"])
+    layers = float_projections_from_arrays(arrays, graph)
     rng = np.random.default_rng(0)
     n_cal = min(CALIBRATION_SAMPLES, len(data.y_train))
     calib_idx = np.sort(rng.choice(len(data.y_train), n_cal, replace=False))
     calib = data.x_train[calib_idx]
     net, snn = convert(layers, calib, profile=profile, steps=steps, num_weight_bits=weight_bits,
-                       names=[layer["name"] for layer in manifest["layers"]])
+                       names=[q["name"] for q in graph["projections"]])
     # Threshold / output-bias calibration on held-out data, never the test set: the
     # validation split, topped up with training images when it is smaller than
     # ``calibration_samples`` (digits' 143 validation images over-fit the search:
@@ -164,7 +191,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
                readout="class = output neuron with most spikes over all steps; ties go to the lowest index",
                accuracy=acc, activity=act, emulator_seconds_test_set=t_sim)
     new_manifest = {**manifest, "snn": snn}
-    new_arrays = {**arrays, **integer_network_to_arrays(net)}
+    new_arrays = {**arrays, **integer_graph_to_arrays(named_graph(net, graph, chain_cores(graph, arrays)))}
     check_bundle(run_dir, new_manifest, new_arrays, need_fit=True)
     save_bundle(run_dir, new_manifest, new_arrays)
     lines = [f"exported {run_dir} for {target}: {len(net.layers)} Sparse+LIF layers, "
@@ -175,6 +202,19 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
              f"  SNN (emulator)   {100 * acc['snn_test']:6.2f} %   ({len(data.y_test)} samples in {t_sim:.1f} s)",
              "", act_text]
     return "\n".join(lines)
+
+
+def named_graph(net, graph_block: Dict, cores):
+    """The graph of a converted chain, with the bundle's population names and cores."""
+    from dataclasses import replace
+
+    from deepr_neuro.network.integer_network import chain_to_graph
+
+    g = chain_to_graph(net, cores)
+    names = [p["name"] for p in graph_block["populations"]]
+    pops = tuple(replace(p, name=n) for p, n in zip(g.populations, names))
+    projs = tuple(replace(q, pre=names[i], post=names[i + 1]) for i, q in enumerate(g.projections))
+    return replace(g, populations=pops, projections=projs, readout=graph_block["readout"])
 
 
 def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int] = None,

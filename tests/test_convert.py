@@ -9,14 +9,31 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from deepr_neuro.hardware.chip_format import ChipFormat
-from deepr_neuro.convert.conversion import (convert, integer_network_from_arrays,
-                                 integer_network_to_arrays, networks_equal, synapse_du)
+from deepr_neuro.convert.conversion import convert, networks_equal, synapse_du
 from deepr_neuro.convert.encoding import input_counts
 from deepr_neuro.convert.accuracy import quantized_ann_accuracy, snn_accuracy, steps_accuracy_table
+from deepr_neuro.network.integer_network import chain_to_graph
+from deepr_neuro.store.codec import graph_to_chain, integer_graph_from_arrays, integer_graph_to_arrays
 from deepr_neuro.errors import BundleError, ConfigError
 from deepr_neuro.network.integer_network import InputEncoding, IntegerNetwork, NeuronParams, SynapseLayer
 from deepr_neuro.convert.quantize import float_accuracy
 from deepr_neuro.network.fixed_point import truncate_weights
+
+
+def integer_network_to_arrays(net):
+    """The chain's version-2 export arrays (store.codec) and its graph block."""
+    g = chain_to_graph(net)
+    block = {"populations": [{"name": p.name, "size": p.n} for p in g.populations],
+             "projections": [{"name": q.name, "pre": q.pre, "post": q.post} for q in g.projections],
+             "readout": g.readout}
+    return integer_graph_to_arrays(g), block
+
+
+def integer_network_from_arrays(arrays_block):
+    arrays, block = arrays_block
+    return graph_to_chain(integer_graph_from_arrays(arrays, block))
+
+
 
 
 def _train_digits(seed=0, density=0.2, hidden=100, epochs=30):
@@ -176,30 +193,30 @@ def integer_networks(draw):
 @settings(max_examples=100, deadline=None)
 @given(integer_networks())
 def test_arrays_round_trip_exact(net):
-    arrays = integer_network_to_arrays(net)
-    names = [L.name for L in net.layers]
-    assert networks_equal(integer_network_from_arrays(arrays, names), net)
+    arrays, block = integer_network_to_arrays(net)
+    assert networks_equal(integer_network_from_arrays((arrays, block)), net)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     buf.seek(0)
     with np.load(buf, allow_pickle=False) as z:
-        back = integer_network_from_arrays({k: z[k] for k in z.files}, names)
+        back = integer_network_from_arrays(({k: z[k] for k in z.files}, block))
     assert networks_equal(back, net)
-    for i in range(len(net.layers)):
-        assert arrays[f"l{i}_qweight"].dtype == np.int32
-        assert arrays[f"l{i}_rows"].dtype == np.int32 and arrays[f"l{i}_vth"].shape == ()
+    for L in net.layers:
+        assert arrays[f"proj/{L.name}/qweight"].dtype == np.int32
+        assert arrays[f"proj/{L.name}/rows"].dtype == np.int32 and arrays[f"pop/{L.name}/vth"].shape == ()
 
 
 def test_arrays_missing_keys_are_bundle_errors(trained):
     *_, net, _ = trained
-    arrays = integer_network_to_arrays(net)
-    del arrays["in_gain"]
-    with pytest.raises(BundleError, match="in_gain"):
-        integer_network_from_arrays(arrays)
-    arrays = integer_network_to_arrays(net)
-    del arrays["l1_vth"]
-    with pytest.raises(BundleError, match="l1_vth"):
-        integer_network_from_arrays(arrays)
+    arrays, block = integer_network_to_arrays(net)
+    del arrays["input/gain"]
+    with pytest.raises(BundleError, match="input/gain"):
+        integer_network_from_arrays((arrays, block))
+    arrays, block = integer_network_to_arrays(net)
+    name = net.layers[1].name
+    del arrays[f"pop/{name}/vth"]
+    with pytest.raises(BundleError, match=f"pop/{name}/vth"):
+        integer_network_from_arrays((arrays, block))
 
 
 def test_calibration_never_lowers_validation_accuracy_and_stays_in_range(trained):
@@ -228,5 +245,4 @@ def test_calibration_never_lowers_validation_accuracy_and_stays_in_range(trained
         assert not np.any(L.neurons.bias_mant)
     json.dumps(ci)
     # round trip through the bundle arrays keeps the calibrated integers
-    assert networks_equal(integer_network_from_arrays(integer_network_to_arrays(cal),
-                                                      names=[L.name for L in cal.layers]), cal)
+    assert networks_equal(integer_network_from_arrays(integer_network_to_arrays(cal)), cal)

@@ -1,4 +1,5 @@
 """End to end on the trained digits network: export, emulator vs Lava vs Brian2, recipes."""
+import json
 import os
 import subprocess
 import sys
@@ -32,12 +33,15 @@ def test_export_adds_integer_network_and_snn_block(exported):
         assert 0.0 <= acc[k] <= 1.0
     assert acc["float_test"] > 0.9 and acc["snn_test"] > 0.85
     assert snn["steps_per_sample"] == 100
-    for i in range(3):
-        q = arrays[f"l{i}_qweight"]
+    assert json.loads((exported / "manifest.json").read_text())["version"] == 2
+    for name in ("h1", "h2", "out"):
+        q = arrays[f"proj/{name}/qweight"]
         assert q.dtype.kind == "i" and q.min() >= -256 and q.max() <= 255
-        assert len(q) == len(arrays[f"l{i}_rows"])
-        for k in ("weight_exp", "num_weight_bits", "vth", "du", "dv", "bias_exp", "bias_mant"):
-            assert f"l{i}_{k}" in arrays
+        assert len(q) == len(arrays[f"proj/{name}/rows"])
+        for k in ("weight_exp", "num_weight_bits"):
+            assert f"proj/{name}/{k}" in arrays
+        for k in ("vth", "du", "dv", "bias_exp", "bias_mant", "core"):
+            assert f"pop/{name}/{k}" in arrays
 
 
 @pytest.mark.lava

@@ -284,5 +284,5 @@ def test_chunking_does_not_change_spikes(case, chunk):
 
 
 def test_chunk_must_be_positive():
-    with pytest.raises(BackendError, match="chunk: must be >= 1"):
+    with pytest.raises(BackendError, match="chunk: must be an integer >= 1"):
         EmulatorBackend(chunk=0)

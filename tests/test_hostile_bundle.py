@@ -1,7 +1,9 @@
 """Hostile bundles: nothing wrong is accepted by report, export, simulate or crosscheck.
 
 One small run (tiny_test profile, digits, 1 epoch, 20 steps) is trained and
-exported once per module; every test tampers with a copy. A tampered bundle
+exported once per module (format version 2), and also written in the version-1
+layout; the array cases run on both (cases name version-1 arrays, translated to
+version-2 names for a version-2 bundle). Every test tampers with a copy. A tampered bundle
 must be refused with a DeeprError naming the file and the array / field, or,
 when the tampering changes nothing (same values), give identical spikes.
 """
@@ -26,9 +28,10 @@ from deepr_neuro.simulate.backends import get_backend
 from deepr_neuro.store.bundle import MANIFEST, NETWORK, load_bundle, save_bundle
 from deepr_neuro.store.bundle_check import is_export_key
 from deepr_neuro.cli import main
-from deepr_neuro.convert.conversion import integer_network_from_arrays
+from deepr_neuro.store.codec import integer_graph_from_arrays, v1_key_map
 from deepr_neuro.pipeline import load_integer_network
 from deepr_neuro.errors import BudgetError, BundleError, DeeprError
+from v1_bundles import to_v1
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "hardware_profiles/tiny_test.yaml"
@@ -44,6 +47,28 @@ def exported(tmp_path_factory):
     assert main(["export", str(run), "--steps", str(STEPS), "--calibration-samples", "40",
                  "--no-progress"]) == 0
     return run
+
+
+#: version-1 array name -> version-2 name of the digits MLP (layers h1, h2, out)
+TO_V2 = v1_key_map(["h1", "h2", "out"])
+TO_V1 = {v: k for k, v in TO_V2.items()}
+
+
+@pytest.fixture(scope="module")
+def exported_v1(exported, tmp_path_factory):
+    """The same run in the version-1 layout (what every run written before version 2 holds)."""
+    run = tmp_path_factory.mktemp("hostile_v1") / "run"
+    shutil.copytree(exported, run)
+    manifest, arrays = raw(exported)
+    m1, a1 = to_v1(manifest, arrays)
+    save_bundle(run, m1, a1, version=1)
+    return run
+
+
+@pytest.fixture(params=["v2", "v1"])
+def bundle(request, exported, exported_v1):
+    """Each format in turn: the run trained now (v2) and its version-1 copy."""
+    return exported if request.param == "v2" else exported_v1
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +87,48 @@ def copy_run(exported, tmp_path, name="r"):
     return dst
 
 
+def version(run):
+    """The bundle's format version (a tampered manifest counts as version 1: its words are v1's)."""
+    try:
+        m = json.loads((run / MANIFEST).read_text())
+        return m.get("version") if isinstance(m, dict) and isinstance(m.get("graph"), dict) else 1
+    except (ValueError, RecursionError):
+        return 1
+
+
 def raw(run):
+    """manifest.json and network.npz as they are in the files."""
     manifest = json.loads((run / MANIFEST).read_text())
     with np.load(run / NETWORK) as z:
         arrays = {k: z[k] for k in z.files}
     return manifest, arrays
 
 
+def raw1(run):
+    """As :func:`raw`, with the arrays of a version-2 bundle under their version-1 names
+    (the cases below name those); :func:`write_arrays` names them back."""
+    manifest, arrays = raw(run)
+    if manifest["version"] == 2:
+        arrays = {TO_V1.get(k, k): v for k, v in arrays.items()}
+    return manifest, arrays
+
+
+def named(run, words):
+    """The words an error about ``run`` holds: version-1 array names become version-2 ones
+    for a version-2 bundle."""
+    return [TO_V2.get(w, w) for w in words] if version(run) == 2 else list(words)
+
+
 def write_arrays(run, arrays, rehash):
-    """Replace network.npz; ``rehash``: also rewrite the manifest's hashes (a consistent
-    but wrong bundle, so the structural checks are what refuses it)."""
+    """Replace network.npz (arrays under version-1 names, see :func:`raw1`); ``rehash``:
+    also rewrite the manifest's hashes (a consistent but wrong bundle, so the structural
+    checks are what refuses it)."""
     manifest, _ = raw(run)
+    v = manifest["version"]
+    if v == 2:
+        arrays = {TO_V2.get(k, k): a for k, a in arrays.items()}
     if rehash:
-        save_bundle(run, manifest, arrays)
+        save_bundle(run, manifest, arrays, version=v)
     else:
         np.savez(run / NETWORK, **arrays)
 
@@ -87,7 +141,7 @@ def refused(run, *words, need_fit=True):
     with pytest.raises(DeeprError) as info:
         load_bundle(run, need_fit=need_fit)
     msg = str(info.value)
-    for w in words:
+    for w in named(run, words):
         assert w in msg, msg
     return msg
 
@@ -212,10 +266,10 @@ ARRAY_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(ARRAY_CASES))
-def test_tampered_arrays_are_refused_naming_the_array(exported, tmp_path, case, reference):
+def test_tampered_arrays_are_refused_naming_the_array(bundle, tmp_path, case, reference):
     tamper, words = ARRAY_CASES[case]
-    run = copy_run(exported, tmp_path)
-    manifest, arrays = raw(run)
+    run = copy_run(bundle, tmp_path)
+    manifest, arrays = raw1(run)
     tamper(arrays)
     # as a consistent bundle (hashes rewritten): the structural checks must refuse it
     write_arrays(run, arrays, rehash=True)
@@ -228,22 +282,23 @@ def test_tampered_arrays_are_refused_naming_the_array(exported, tmp_path, case, 
     msg = refused(run, "network.npz", *words)
     assert len(msg) < 1500
     # the same file beside the original manifest: refused by the integrity check first
-    run2 = copy_run(exported, tmp_path, "r2")
+    run2 = copy_run(bundle, tmp_path, "r2")
     write_arrays(run2, arrays, rehash=False)
     refused(run2, "does not belong", "network.npz", "manifest.json")
 
 
 @pytest.mark.parametrize("command", ["report", "simulate", "crosscheck", "export"])
-def test_every_command_refuses_a_tampered_bundle_with_one_error_line(exported, tmp_path, capsys, command):
-    run = copy_run(exported, tmp_path)
-    manifest, arrays = raw(run)
+def test_every_command_refuses_a_tampered_bundle_with_one_error_line(bundle, tmp_path, capsys, command):
+    run = copy_run(bundle, tmp_path)
+    manifest, arrays = raw1(run)
     _duplicate_pair(arrays)
     write_arrays(run, arrays, rehash=True)
     capsys.readouterr()
     args = [command, str(run)] + (["--backends", "emulator,emulator"] if command == "crosscheck" else [])
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "l0_rows" in err[0] and "duplicate" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and named(run, ["l0_rows"])[0] in err[0]
+    assert "duplicate" in err[0]
     assert "Traceback" not in "".join(err)
 
 
@@ -309,7 +364,10 @@ MANIFEST_CASES = {
     "weight_bits not offered": (_m(["training", "weight_bits"], 7), ["training.weight_bits"]),
     "dataset name": (_m(["dataset", "name"], None), ["dataset.name"]),
     "format": (_m(["format"], "zip"), ["'format'"]),
-    "version": (_m(["version"], 2), ["'version'"]),
+    "version 2 on a version-1 body": (_m(["version"], 2), ["'graph'", "missing"]),
+    "version 3": (_m(["version"], 3), ["'version'", "reads versions 1, 2"]),
+    "version true": (_m(["version"], True), ["'version'"]),
+    "layer named input": (_m(["layers", 0, "name"], "input"), None),  # the input population becomes "input_"
     "hash changed": (_m(["integrity", "network_sha256"], "0" * 64), ["does not belong"]),
     "hash wrong type": (_m(["integrity", "network_sha256"], 5), ["'integrity'"]),
     "integrity a list": (_m(["integrity"], [1]), ["'integrity'"]),
@@ -317,11 +375,16 @@ MANIFEST_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(MANIFEST_CASES))
-def test_tampered_manifest_is_refused_naming_the_field(exported, tmp_path, case):
+def test_tampered_manifest_is_refused_naming_the_field(exported_v1, tmp_path, case):
+    """Version-1 manifests (graph manifests: tests/test_bundle_v2.py)."""
     tamper, words = MANIFEST_CASES[case]
-    run = copy_run(exported, tmp_path)
+    run = copy_run(exported_v1, tmp_path)
     manifest, _ = raw(run)
     write_manifest(run, tamper(manifest))
+    if words is None:  # accepted
+        m, _ = load_bundle(run, need_fit=True)
+        assert m["graph"]["populations"][0]["name"] == "input_"
+        return
     refused(run, *words)
 
 
@@ -335,8 +398,8 @@ def test_manifest_that_is_not_json_is_refused(exported, tmp_path, text):
 def test_capacities_are_recomputed_from_the_profile(exported, tmp_path, capsys):
     run = copy_run(exported, tmp_path)
     manifest, _ = raw(run)
-    for layer in manifest["layers"]:
-        for c in layer["cores"]:
+    for pop in manifest["graph"]["populations"][1:]:
+        for c in pop["cores"]:
             c["capacity"] = 10**9  # stored numbers are never trusted...
     manifest["profile"]["synapses_per_core"] = 100  # ...the profile is
     write_manifest(run, manifest)
@@ -373,7 +436,7 @@ def test_network_from_another_export_beside_the_old_manifest(exported, tmp_path,
 
 def test_trained_arrays_of_another_run_are_refused_even_by_export(exported, tmp_path):
     run = copy_run(exported, tmp_path)
-    manifest, arrays = raw(run)
+    manifest, arrays = raw1(run)
     arrays["l0_weight"] = arrays["l0_weight"] * np.float32(2)
     write_arrays(run, arrays, rehash=False)
     msg = refused(run, "does not belong", "trained arrays")
@@ -382,15 +445,15 @@ def test_trained_arrays_of_another_run_are_refused_even_by_export(exported, tmp_
         load_bundle(run, for_export=True)
 
 
-def test_bundles_without_hashes_still_load_and_are_still_checked(exported, tmp_path):
-    run = copy_run(exported, tmp_path)
-    manifest, arrays = raw(run)
+def test_bundles_without_hashes_still_load_and_are_still_checked(bundle, tmp_path):
+    run = copy_run(bundle, tmp_path)
+    manifest, arrays = raw1(run)
     del manifest["integrity"]  # as written before the hashes existed
     write_manifest(run, manifest)
     m, a = load_bundle(run, need_fit=True)
     assert "integrity" not in m and len(a) == len(arrays)
     _move_neuron_between_cores(arrays)
-    np.savez(run / NETWORK, **arrays)
+    write_arrays(run, arrays, rehash=False)
     refused(run, "l0_core")
 
 
@@ -491,11 +554,11 @@ def test_weight_bits_are_honoured_by_the_fit_check_and_by_export(tmp_path, capsy
     assert "weights: 2-bit" in out and "FITS" in out
     assert main(["report", str(run)]) == 0
     assert main(["export", str(run), "--steps", "10", "--calibration-samples", "20", "--no-progress"]) == 0
-    _, arrays = raw(run)
+    _, arrays = raw1(run)
     assert all(int(arrays[f"l{i}_num_weight_bits"]) == 2 for i in range(3))
     assert main(["report", str(run)]) == 0
     # the same network measured at the profile's 8 bits does not fit: refused
-    manifest, arrays = raw(run)
+    manifest, arrays = raw1(run)
     manifest["training"]["weight_bits"] = None
     del manifest["snn"]
     write_manifest(run, manifest)
@@ -600,10 +663,10 @@ def _outcome(run, reference):
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(tamperings, min_size=1, max_size=3))
-def test_random_tampering_is_refused_or_changes_nothing(exported, tmp_path_factory, reference, ops):
+def test_random_tampering_is_refused_or_changes_nothing(bundle, tmp_path_factory, reference, ops):
     """Any change to network.npz beside its manifest: refused, or a no-op with identical spikes."""
-    run = copy_run(exported, tmp_path_factory.mktemp("prop"))
-    _, arrays = raw(run)
+    run = copy_run(bundle, tmp_path_factory.mktemp("prop"))
+    _, arrays = raw1(run)
     for op in ops:
         if op[0] in ("remove", "value", "dtype", "length", "swap") and op[1] not in arrays:
             continue
@@ -642,31 +705,31 @@ _STRUCTURAL = st.one_of(
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=_STRUCTURAL)
-def test_structural_tampering_is_refused_even_without_hashes(exported, tmp_path_factory, op):
+def test_structural_tampering_is_refused_even_without_hashes(bundle, tmp_path_factory, op):
     """Bundles written before the hashes existed: every structural violation is still refused."""
-    run = copy_run(exported, tmp_path_factory.mktemp("legacy"))
-    manifest, arrays = raw(run)
+    run = copy_run(bundle, tmp_path_factory.mktemp("legacy"))
+    manifest, arrays = raw1(run)
     del manifest["integrity"]
     write_manifest(run, manifest)
     if op[0] == "value" and op[2] is None:
         op = (op[0], op[1], 0, op[3], None)
     _apply(arrays, op)
-    np.savez(run / NETWORK, **arrays)
+    write_arrays(run, arrays, rehash=False)
     with pytest.raises(DeeprError):
         load_integer_network(run)
 
 
-def test_integer_network_from_arrays_never_casts(exported):
-    _, arrays = raw(exported)
-    names = ["h1", "h2", "out"]
-    for key, dtype in (("l0_qweight", np.float64), ("l1_rows", np.complex128), ("l2_vth", np.float32),
-                       ("in_bias_mant", np.float64)):
+def test_integer_graph_from_arrays_never_casts(exported):
+    manifest, arrays = raw(exported)
+    graph = manifest["graph"]
+    for key, dtype in (("proj/h1/qweight", np.float64), ("proj/h2/rows", np.complex128),
+                       ("pop/out/vth", np.float32), ("pop/input/bias_mant", np.float64)):
         bad = dict(arrays, **{key: arrays[key].astype(dtype)})
         with pytest.raises(BundleError, match=key):
-            integer_network_from_arrays(bad, names)
-    big = dict(arrays, l0_qweight=arrays["l0_qweight"].astype(np.int64) + 2**32)
+            integer_graph_from_arrays(bad, graph)
+    big = dict(arrays, **{"proj/h1/qweight": arrays["proj/h1/qweight"].astype(np.int64) + 2**32})
     with pytest.raises(BundleError, match="32-bit"):
-        integer_network_from_arrays(big, names)
+        integer_graph_from_arrays(big, graph)
 
 
 def test_ctrl_c_during_export_leaves_the_bundle_as_it_was(exported, tmp_path):

@@ -406,12 +406,12 @@ def test_diverging_run_finishes_with_a_flagged_bundle(tmp_path, capsys, extra):
             for key in z.files:
                 if key.endswith("_weight"):
                     assert np.isfinite(z[key]).all(), key
-        for layer in manifest["layers"]:
+        g = manifest["graph"]
+        for pop in g["populations"][1:]:
             with np.load(tmp_path / "run" / "network.npz") as z:
-                i = [lp["name"] for lp in manifest["layers"]].index(layer["name"])
-                core = z[f"l{i}_core"][z[f"l{i}_rows"]]
-            counts = [int(np.count_nonzero(core == c["core"])) for c in layer["cores"]]
-            for n, c in zip(counts, layer["cores"]):
+                core = z[f"pop/{pop['name']}/core"][z[f"proj/{pop['name']}/rows"]]
+            counts = [int(np.count_nonzero(core == c["core"])) for c in pop["cores"]]
+            for n, c in zip(counts, pop["cores"]):
                 assert n <= c["capacity"]
                 if method == "deepr":
                     assert n == c["budget"]
@@ -419,8 +419,8 @@ def test_diverging_run_finishes_with_a_flagged_bundle(tmp_path, capsys, extra):
                     assert n <= c["budget"]
         if method == "global-deepr":  # the network's total is exact
             with np.load(tmp_path / "run" / "network.npz") as z:
-                total = sum(len(z[f"l{i}_rows"]) for i in range(len(manifest["layers"])))
-            assert total == sum(lp["budget"] for lp in manifest["layers"])
+                total = sum(len(z[f"proj/{q['name']}/rows"]) for q in g["projections"])
+            assert total == sum(q["budget"] for q in g["projections"])
 
 
 def test_a_diverging_sweep_cell_completes(tmp_path, capsys):

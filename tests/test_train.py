@@ -75,27 +75,34 @@ def test_resume_with_other_settings_is_refused(tmp_path, digits):
         train(load_profile(LOIHI), spec, s, digits, tmp_path / "r", progress=False)
 
 
-def test_bundle_follows_format_v1(tmp_path, digits):
+def test_bundle_follows_format_v2(tmp_path, digits):
     tr = _train(tmp_path, digits, "b", epochs=2)
     manifest, arrays = load_bundle(tmp_path / "b")
-    assert manifest["format"] == "deepr-neuro-bundle" and manifest["version"] == 1
-    assert [l["name"] for l in manifest["layers"]] == ["h1", "h2", "out"]
+    assert manifest["format"] == "deepr-neuro-bundle" and manifest["version"] == 2
+    g = manifest["graph"]
+    assert [p["name"] for p in g["populations"]] == ["input", "h1", "h2", "out"]
+    assert [(q["name"], q["pre"], q["post"]) for q in g["projections"]] == \
+        [("h1", "input", "h1"), ("h2", "h1", "h2"), ("out", "h2", "out")]
+    assert g["readout"] == "out" and [p["role"] for p in g["populations"]] == ["input", "hidden", "hidden", "readout"]
     for key in ("profile", "model", "metrics", "training", "seed", "package_version", "git_commit", "dataset"):
         assert key in manifest
     assert len(manifest["dataset"]["sha256"]) == 64
-    for i, layer in enumerate(manifest["layers"]):
-        r, c, w, core = (arrays[f"l{i}_{k}"] for k in ("rows", "cols", "weight", "core"))
+    pops = {p["name"]: p for p in g["populations"]}
+    for q in g["projections"]:
+        r, c, w = (arrays[f"proj/{q['name']}/{k}"] for k in ("rows", "cols", "weight"))
+        post = pops[q["post"]]
+        core = arrays[f"pop/{q['post']}/core"]
         assert r.dtype == np.int32 and c.dtype == np.int32 and w.dtype == np.float32
-        assert len(core) == layer["n_out"]
+        assert len(core) == post["size"]
         order = np.lexsort((c, r))
         assert np.array_equal(order, np.arange(len(r))), "rows/cols sorted by (row, col)"
-        assert len(r) == layer["budget"]
+        assert len(r) == q["budget"]
         assert np.all(w != 0)
         # per-core budgets hold in the saved network
-        for cinfo in layer["cores"]:
+        for cinfo in post["cores"]:
             assert int(np.sum(core[r] == cinfo["core"])) == cinfo["budget"]
-    # core ids global and distinct across layers
-    ids = [c["core"] for l in manifest["layers"] for c in l["cores"]] + [c["core"] for c in manifest["input_cores"]]
+    # core ids global and distinct across populations
+    ids = [c["core"] for p in g["populations"] for c in p["cores"]]
     assert len(ids) == len(set(ids))
 
 
@@ -139,7 +146,7 @@ def test_report_flags_a_core_over_budget(tmp_path, digits):
     _train(tmp_path, digits, "r", epochs=1)
     manifest, arrays = load_bundle(tmp_path / "r")
     from deepr_neuro.hardware.report import core_report
-    manifest["layers"][0]["cores"][0]["capacity"] = 10  # stored capacities are never trusted
+    manifest["graph"]["populations"][1]["cores"][0]["capacity"] = 10  # stored capacities are never trusted
     assert core_report(manifest, arrays).fits
     manifest["profile"]["synapses_per_core"] = 10  # the limit is recomputed from the profile
     result = core_report(manifest, arrays)
@@ -163,11 +170,12 @@ def test_console_script_is_installed():
 def test_baselines_end_exactly_on_the_per_core_budgets(tmp_path, digits, method):
     tr = _train(tmp_path, digits, method, epochs=4, method=method)
     manifest, arrays = load_bundle(tmp_path / method)
-    for i, layer in enumerate(manifest["layers"]):
-        core = arrays[f"l{i}_core"][arrays[f"l{i}_rows"]]
-        for c in layer["cores"]:
+    for pop in manifest["graph"]["populations"][1:]:  # an MLP: projection i is named after its post layer
+        name = pop["name"]
+        core = arrays[f"pop/{name}/core"][arrays[f"proj/{name}/rows"]]
+        for c in pop["cores"]:
             assert int(np.sum(core == c["core"])) == c["budget"]
-        assert np.any(arrays[f"l{i}_weight"] < 0) and np.any(arrays[f"l{i}_weight"] > 0)
+        assert np.any(arrays[f"proj/{name}/weight"] < 0) and np.any(arrays[f"proj/{name}/weight"] > 0)
     assert sum(tr.history[-1]["rewired"]) == 0
     if method == "l1":
         assert "test_accuracy_before_prune" in tr.history[-1]

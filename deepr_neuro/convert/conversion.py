@@ -56,7 +56,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepr_neuro.errors import BundleError, ConfigError
+from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.integer_network import (InputEncoding, IntegerNetwork,
                                          NeuronParams, SynapseLayer)
 from deepr_neuro.convert.quantize import _get, ann_forward, dense_matrix
@@ -373,159 +373,8 @@ def convert(layers_float: Sequence, calib_x_uint8: np.ndarray, *,
 
 
 # --------------------------------------------------------------------------
-# Bundle arrays (DESIGN.md section 6)
+# Comparing integer networks
 # --------------------------------------------------------------------------
-
-_IN_KEYS = ("in_vth", "in_du", "in_dv", "in_bias_exp", "in_bias_mant", "in_gain", "in_shift")
-
-
-def integer_network_to_arrays(net: IntegerNetwork) -> Dict[str, np.ndarray]:
-    """The integer network as ``network.npz`` arrays.
-
-    Per weight layer i: ``l{i}_rows``, ``l{i}_cols`` (int32, the same arrays the
-    trainer stores), ``l{i}_qweight`` (int32), scalars ``l{i}_weight_exp``,
-    ``l{i}_num_weight_bits``, ``l{i}_vth``, ``l{i}_du``, ``l{i}_dv``,
-    ``l{i}_bias_exp`` (int64 0-d) and ``l{i}_bias_mant`` (int32, per neuron).
-    Input layer: ``in_vth``, ``in_du``, ``in_dv``, ``in_bias_exp`` (scalars),
-    ``in_bias_mant`` (int32 base bias per input neuron, added to the encoded
-    pixel), ``in_gain``, ``in_shift`` (scalars of ``InputEncoding``).
-    """
-    p = net.input_neurons
-    out: Dict[str, np.ndarray] = {
-        "in_vth": np.int64(p.vth), "in_du": np.int64(p.du), "in_dv": np.int64(p.dv),
-        "in_bias_exp": np.int64(p.bias_exp),
-        "in_bias_mant": np.asarray(p.bias_mant, dtype=np.int32),
-        "in_gain": np.int64(net.encoding.gain), "in_shift": np.int64(net.encoding.shift),
-    }
-    for i, L in enumerate(net.layers):
-        n = L.neurons
-        out.update({
-            f"l{i}_rows": np.asarray(L.rows, dtype=np.int32),
-            f"l{i}_cols": np.asarray(L.cols, dtype=np.int32),
-            f"l{i}_qweight": np.asarray(L.weights, dtype=np.int32),
-            f"l{i}_weight_exp": np.int64(L.weight_exp),
-            f"l{i}_num_weight_bits": np.int64(L.num_weight_bits),
-            f"l{i}_vth": np.int64(n.vth), f"l{i}_du": np.int64(n.du),
-            f"l{i}_dv": np.int64(n.dv), f"l{i}_bias_exp": np.int64(n.bias_exp),
-            f"l{i}_bias_mant": np.asarray(n.bias_mant, dtype=np.int32),
-        })
-    return out
-
-
-def _scalar(arrays: Mapping, key: str) -> int:
-    if key not in arrays:
-        raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
-    a = np.asarray(arrays[key])
-    if a.dtype.kind not in "iu":
-        raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
-                          "(values are never cast); re-run the export")
-    if a.size != 1:
-        raise BundleError(f"network.npz: {key!r} must be a scalar (got shape {a.shape})")
-    return int(a.reshape(()))
-
-
-_I32 = np.iinfo(np.int32)
-
-
-def _vector(arrays: Mapping, key: str) -> np.ndarray:
-    """A 1-D integer array as int32; float/complex/bool arrays or values beyond
-    int32 are refused, never cast (a cast would silently change the network)."""
-    if key not in arrays:
-        raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
-    a = np.asarray(arrays[key])
-    if a.dtype.kind not in "iu":
-        raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
-                          "(values are never cast); re-run the export")
-    if a.ndim != 1:
-        raise BundleError(f"network.npz: {key!r} must be 1-D (got shape {a.shape}); re-run the export")
-    if a.size and (a.min() < _I32.min or a.max() > _I32.max):
-        raise BundleError(f"network.npz: {key!r} holds values beyond 32-bit integers "
-                          f"({a.min()}..{a.max()}); re-run the export")
-    return a.astype(np.int32)
-
-
-def integer_network_from_arrays(arrays: Mapping[str, np.ndarray],
-                                names: Optional[Sequence[str]] = None) -> IntegerNetwork:
-    """Rebuild the :class:`IntegerNetwork` from :func:`integer_network_to_arrays`
-    output (or a loaded ``network.npz``). Layer names come from ``names`` (the
-    manifest's ``layers``, which then also fixes the number of layers), default
-    ``l0, l1, ...``; sizes follow from the per-neuron arrays (``n_in`` of layer
-    i = neurons of layer i-1). Integer arrays must have an integer dtype; the
-    full checks against the manifest and profile are :func:`deepr_neuro.store.bundle.load_bundle`'s."""
-    for k in _IN_KEYS:
-        if k not in arrays:
-            raise BundleError(
-                f"network.npz: key {k!r} is missing: the bundle has no SNN export; "
-                "run `deepr-neuro export` first")
-    inp = NeuronParams(vth=_scalar(arrays, "in_vth"), du=_scalar(arrays, "in_du"),
-                       dv=_scalar(arrays, "in_dv"), bias_exp=_scalar(arrays, "in_bias_exp"),
-                       bias_mant=_vector(arrays, "in_bias_mant"))
-    enc = InputEncoding(gain=_scalar(arrays, "in_gain"), shift=_scalar(arrays, "in_shift"))
-    if enc.gain < 0 or not 0 <= enc.shift <= 31:
-        raise BundleError(f"network.npz: in_gain {enc.gain} / in_shift {enc.shift}: the gain must be "
-                          ">= 0 and the shift in 0..31; re-run the export")
-    n_layers = 0
-    while f"l{n_layers}_qweight" in arrays:
-        n_layers += 1
-    if n_layers == 0:
-        raise BundleError("network.npz: no l0_qweight: the bundle has no SNN export")
-    if names is not None and len(names) != n_layers:
-        raise BundleError(f"network.npz has {n_layers} layers, {len(names)} names given")
-    layers = []
-    n_prev = inp.n
-    for i in range(n_layers):
-        bias = _vector(arrays, f"l{i}_bias_mant")
-        rows, cols = _vector(arrays, f"l{i}_rows"), _vector(arrays, f"l{i}_cols")
-        qw = _vector(arrays, f"l{i}_qweight")
-        if not (rows.shape == cols.shape == qw.shape):
-            raise BundleError(f"network.npz: l{i}_rows/cols/qweight differ in length")
-        if rows.size and (rows.max() >= bias.size or cols.max() >= n_prev
-                          or rows.min() < 0 or cols.min() < 0):
-            raise BundleError(f"network.npz: layer {i} indices out of range "
-                              f"({bias.size} post, {n_prev} pre neurons)")
-        neurons = NeuronParams(vth=_scalar(arrays, f"l{i}_vth"), du=_scalar(arrays, f"l{i}_du"),
-                               dv=_scalar(arrays, f"l{i}_dv"),
-                               bias_exp=_scalar(arrays, f"l{i}_bias_exp"), bias_mant=bias)
-        layers.append(SynapseLayer(
-            name=str(names[i]) if names is not None else f"l{i}",
-            n_in=n_prev, n_out=bias.size, rows=rows, cols=cols, weights=qw,
-            weight_exp=_scalar(arrays, f"l{i}_weight_exp"),
-            num_weight_bits=_scalar(arrays, f"l{i}_num_weight_bits"), neurons=neurons))
-        n_prev = bias.size
-    return IntegerNetwork(input_neurons=inp, encoding=enc, layers=layers)
-
-
-def float_layers_from_arrays(arrays: Mapping[str, np.ndarray],
-                             layers_meta: Sequence[Mapping]) -> List[Dict]:
-    """Trained float layers from a bundle: ``l{i}_rows/cols/weight`` plus the
-    manifest's ``layers`` entries (``name``, ``n_in``, ``n_out``).
-
-    Refuses (naming the layer) index arrays that are not integers, weights
-    that are not real floats or not finite (NaN/inf: a diverged run), and
-    arrays of different lengths: conversion would otherwise quantize garbage.
-    """
-    out = []
-    for i, meta in enumerate(layers_meta):
-        name = str(meta.get("name", f"l{i}"))
-        for k in ("rows", "cols", "weight"):
-            if f"l{i}_{k}" not in arrays:
-                raise BundleError(f"network.npz: key 'l{i}_{k}' is missing")
-        rows, cols = _vector(arrays, f"l{i}_rows"), _vector(arrays, f"l{i}_cols")
-        w = np.asarray(arrays[f"l{i}_weight"])
-        if w.dtype.kind != "f":
-            raise BundleError(f"network.npz: 'l{i}_weight' (layer {name!r}) has dtype {w.dtype}, "
-                              "not a real float type")
-        if not (rows.shape == cols.shape == w.shape):
-            raise BundleError(f"network.npz: l{i}_rows/cols/weight (layer {name!r}) differ in length "
-                              f"({rows.shape}, {cols.shape}, {w.shape})")
-        bad = np.flatnonzero(~np.isfinite(w))
-        if bad.size:
-            raise BundleError(f"network.npz: 'l{i}_weight' (layer {name!r}) index {int(bad[0])}: weight "
-                              f"{w[bad[0]]} is not finite; the run diverged: train it again with a smaller --lr")
-        out.append(dict(rows=rows, cols=cols, weight=w.astype(np.float32),
-                        n_in=int(meta["n_in"]), n_out=int(meta["n_out"]), name=name))
-    return out
-
 
 def networks_equal(a: IntegerNetwork, b: IntegerNetwork) -> bool:
     """Exact equality of two integer networks (every integer, name and size)."""

@@ -86,21 +86,28 @@ class ReportResult:
 
 
 def network_weight_bits(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray], profile) -> int:
-    """The weight width a bundle is measured at: the exported width, else the run's
-    ``--weight-bits`` (manifest ``training.weight_bits``), else the profile's default."""
-    if "l0_num_weight_bits" in arrays:
-        return int(np.asarray(arrays["l0_num_weight_bits"]).reshape(()))
+    """The weight width a bundle is measured at: the exported width (the widest projection),
+    else the run's ``--weight-bits`` (manifest ``training.weight_bits``), else the profile's default."""
+    bits = [int(np.asarray(v).reshape(())) for k, v in arrays.items()
+            if k.startswith("proj/") and k.endswith("/num_weight_bits")]
+    if bits:
+        return max(bits)
     wb = (manifest.get("training") or {}).get("weight_bits")
     return int(wb) if wb is not None else int(profile.weight_bits)
 
 
 def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> ReportResult:
-    """Measure every core of a bundle against its profile.
+    """Measure every core of a bundle (as :func:`deepr_neuro.store.bundle.load_bundle` returns it:
+    manifest ``graph``, arrays named per population / projection) against its profile.
 
-    Every limit (neurons, synapse capacity, input axons, memory) is recomputed
-    from the manifest's profile block at the network's weight width; the
-    capacities stored in the manifest are never used. The bundle is assumed
-    checked (:func:`deepr_neuro.store.bundle.load_bundle` does it).
+    A core holds neurons of one population; it is measured over EVERY projection
+    into that population: its synapses from all sources (compared with K_c and
+    the capacity), its input axons = distinct presynaptic neurons across all
+    sources, its synapse memory. For an MLP (a chain) this is the per-layer
+    table of version 1. Every limit is recomputed from the manifest's profile
+    block at the network's weight width; the capacities stored in the manifest
+    are never used. The bundle is assumed checked
+    (:func:`deepr_neuro.store.bundle.load_bundle` does it).
     """
     from deepr_neuro.hardware.profile import HardwareProfile
 
@@ -109,26 +116,49 @@ def core_report(manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> Repo
     mem_limit = profile.synapse_memory_bits_per_core or 0
     result = ReportResult(profile_name=manifest.get("profile_path") or profile.name, chip_cores=profile.cores,
                           weight_bits=wb)
-    for c in manifest.get("input_cores", []):
-        n = c["post_stop"] - c["post_start"]
-        result.cores.append(CoreUse(c["core"], "input", n, profile.neurons_per_core, 0, 0, 0, 0,
-                                    profile.input_axons_per_core, 0, mem_limit))
-    for i, layer in enumerate(manifest["layers"]):
-        rows, cols = arrays[f"l{i}_rows"], arrays[f"l{i}_cols"]
-        core_of_post = arrays[f"l{i}_core"]
-        lb = int(np.asarray(arrays[f"l{i}_num_weight_bits"]).reshape(())) \
-            if f"l{i}_num_weight_bits" in arrays else wb
-        for c in layer["cores"]:
-            on = core_of_post[rows] == c["core"]
-            n_neurons = c["post_stop"] - c["post_start"]
-            per_axon = np.bincount(np.asarray(cols[on], dtype=np.int64), minlength=layer["n_in"])
+    g = manifest["graph"]
+    size = {p["name"]: p["size"] for p in g["populations"]}
+    inp = g["populations"][0]["name"]
+    for p in g["populations"]:
+        name = p["name"]
+        if name == inp:
+            for c in p["cores"]:
+                result.cores.append(CoreUse(c["core"], "input", c["stop"] - c["start"], profile.neurons_per_core,
+                                            0, 0, 0, 0, profile.input_axons_per_core, 0, mem_limit))
+            continue
+        incoming = [q for q in g["projections"] if q["post"] == name]
+        core_of_post = np.asarray(arrays[f"pop/{name}/core"])
+        srcs = []  # per projection: post core of each synapse, global axon id of each synapse, weight bits
+        offset, axon_base = 0, {}
+        for q in incoming:  # axons: (source population, pre neuron), numbered over all sources
+            if q["pre"] not in axon_base:
+                axon_base[q["pre"]] = offset
+                offset += size[q["pre"]]
+        for q in incoming:
+            rows = np.asarray(arrays[f"proj/{q['name']}/rows"], dtype=np.int64)
+            cols = np.asarray(arrays[f"proj/{q['name']}/cols"], dtype=np.int64)
+            kb = f"proj/{q['name']}/num_weight_bits"
+            lb = int(np.asarray(arrays[kb]).reshape(())) if kb in arrays else wb
+            srcs.append((core_of_post[rows], cols + axon_base[q["pre"]], lb))
+        n_axons_all = offset
+        for c in p["cores"]:
+            n_neurons = c["stop"] - c["start"]
+            synapses, axons, lbs = 0, [], []
+            for post_core, axon, lb in srcs:
+                on = post_core == c["core"]
+                synapses += int(on.sum())
+                axons.append(axon[on])
+                lbs.append(lb)
+            per_axon = np.bincount(np.concatenate(axons) if axons else np.zeros(0, np.int64),
+                                   minlength=n_axons_all)
             axon_counts = per_axon[per_axon > 0]
+            lb = max(lbs) if lbs else wb  # several widths into one core: measured at the widest
             mem = int(profile.synapse_memory_bits(axon_counts, weight_bits=lb, sparse=True, n_neurons=n_neurons)) \
                 if mem_limit else 0
             capacity = profile.synapse_capacity(
                 weight_bits=lb, sparse=True, n_neurons=min(n_neurons, profile.neurons_per_core),
-                n_axons=min(layer["n_in"], profile.input_axons_per_core))
+                n_axons=min(max(n_axons_all, 1), profile.input_axons_per_core))
             result.cores.append(CoreUse(
-                c["core"], layer["name"], n_neurons, profile.neurons_per_core, int(on.sum()), c["budget"],
+                c["core"], name, n_neurons, profile.neurons_per_core, synapses, c["budget"],
                 capacity, int(len(axon_counts)), profile.input_axons_per_core, mem, mem_limit))
     return result

@@ -2,8 +2,10 @@
 
 Everything is written atomically (temporary file in the same directory, then
 ``os.replace``), so a killed run never leaves a half-written file behind and
-never loses what was already there. Format: DESIGN.md section 6 (version 1),
-documented in the README.
+never loses what was already there. Format version 2 (the network graph,
+array names in :mod:`deepr_neuro.store.codec`) is written; version 1 (the
+chain of layers, DESIGN.md section 6) is still read, into the same
+in-memory form. Both are documented in the README.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import numpy as np
 from deepr_neuro.errors import BundleError
 
 FORMAT = "deepr-neuro-bundle"
-VERSION = 1
+VERSION = 2
+#: Versions this deepr-neuro reads; version 1 is turned into version 2 on load (store.codec.v1_to_v2).
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 NETWORK = "network.npz"
 
@@ -147,23 +151,34 @@ def arrays_sha256(arrays: Mapping[str, np.ndarray], keys=None) -> str:
 
 
 def _integrity(arrays: Mapping[str, np.ndarray]) -> Dict[str, str]:
-    from deepr_neuro.store.bundle_check import is_export_key
+    from deepr_neuro.store.codec import is_export_key
 
     return {"algorithm": INTEGRITY_ALGORITHM,
             "network_sha256": arrays_sha256(arrays),
             "trained_sha256": arrays_sha256(arrays, [k for k in arrays if not is_export_key(k)])}
 
 
-def save_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+def save_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Dict[str, np.ndarray],
+                version: int = VERSION) -> None:
     """Write network.npz first, then manifest.json (the manifest marks a complete bundle).
 
     The manifest records sha256 hashes of the arrays (``integrity``), so a
     network.npz and a manifest.json of two different writes (a write killed
-    between the two files) are refused on load.
+    between the two files) are refused on load. A chain given in the
+    version-1 shape (manifest ``layers``, arrays ``l<i>_*``: what the MLP
+    trainer produces) is written as version 2; ``version=1`` writes that shape
+    as it is (tests and tools that make version-1 bundles).
     """
+    from deepr_neuro.store.codec import v1_to_v2
+
     run_dir = Path(run_dir)
+    if version not in READ_VERSIONS:
+        raise BundleError(f"{run_dir / MANIFEST}: cannot write bundle version {version!r}; "
+                          f"versions {READ_VERSIONS} exist")
+    if version == 2 and "layers" in manifest and "graph" not in manifest:
+        manifest, arrays, _ = v1_to_v2(manifest, arrays)
     body = {k: v for k, v in manifest.items() if k not in ("format", "version", "integrity")}
-    manifest = {"format": FORMAT, "version": VERSION, **body, "integrity": _integrity(arrays)}
+    manifest = {"format": FORMAT, "version": version, **body, "integrity": _integrity(arrays)}
     clean_stale_temp_files(run_dir)
     write_npz(run_dir / NETWORK, arrays)
     write_json(run_dir / MANIFEST, manifest)
@@ -198,9 +213,11 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
                           f"{cut(manifest, 80)}; {_fix(run_dir)['manifest']}")
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{mpath}: field 'format' is {str(manifest.get('format'))[:80]!r}, expected {FORMAT!r}")
-    if manifest.get("version") != VERSION:
-        raise BundleError(f"{mpath}: field 'version' is {str(manifest.get('version'))[:80]!r}; this deepr-neuro "
-                          f"reads version {VERSION}")
+    v = manifest.get("version")
+    if not isinstance(v, int) or isinstance(v, bool) or v not in READ_VERSIONS:
+        raise BundleError(f"{mpath}: field 'version' is {str(v)[:80]!r}; this deepr-neuro reads versions "
+                          f"{', '.join(map(str, READ_VERSIONS))} (a newer deepr-neuro wrote it? upgrade: "
+                          "`pip install -U deepr-neuro`)")
     return manifest
 
 
@@ -208,7 +225,9 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
                 for_export: bool = False) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """Read and validate a bundle; refuse it, naming the first violation, if anything is wrong.
 
-    Checks (bundle_check): manifest shape and profile, integrity hashes (when
+    A version-1 bundle is returned in the version-2 form (manifest ``graph``,
+    arrays named per population / projection), so every reader sees one shape;
+    its files are not changed. Checks (bundle_check): manifest shape and profile, integrity hashes (when
     the manifest has them: bundles written before they existed skip only this
     check), every array's dtype, length, index range, order and uniqueness,
     core placement, chip-format ranges of an export. ``need_fit``: also refuse
@@ -216,15 +235,16 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
     profile). ``for_export``: the SNN part is dropped before the checks (an
     export rewrites it), so an export killed halfway can be re-run.
     """
-    from deepr_neuro.store.bundle_check import check_arrays, check_fit, check_manifest, is_export_key
+    from deepr_neuro.store.bundle_check import check_arrays, check_fit, check_manifest
+    from deepr_neuro.store.codec import is_export_key, v1_to_v2
 
     run_dir = Path(run_dir)
     mpath, npath = run_dir / MANIFEST, run_dir / NETWORK
-    manifest = read_manifest(run_dir)
+    raw_manifest = read_manifest(run_dir)
     fix = _fix(run_dir)
     if for_export:  # the export block is rewritten: a damaged one must not block the re-export
-        manifest = {k: v for k, v in manifest.items() if k != "snn"}
-    profile = check_manifest(manifest, str(mpath), fix["manifest"])
+        raw_manifest = {k: v for k, v in raw_manifest.items() if k != "snn"}
+    profile, manifest = check_manifest(raw_manifest, str(mpath), fix["manifest"])
     if not npath.exists():
         raise BundleError(f"{npath}: missing (the manifest exists, the network does not); {fix['trained']}")
     try:
@@ -252,7 +272,10 @@ def load_bundle(run_dir: Path, *, need_fit: bool = False,
                                   f"{got_all[:12]}... != manifest's network_sha256 {want_all[:12]}...): {what}")
     if for_export:
         arrays = {k: v for k, v in arrays.items() if not is_export_key(k)}
-    check_arrays(manifest, profile, arrays, str(npath), fix, need_finite=need_fit)
+    shown = None
+    if raw_manifest["version"] == 1:
+        _, arrays, shown = v1_to_v2(raw_manifest, arrays)
+    check_arrays(manifest, profile, arrays, str(npath), fix, need_finite=need_fit, shown=shown)
     if need_fit:
         check_fit(manifest, arrays, str(run_dir))
     return manifest, arrays
@@ -262,17 +285,23 @@ def check_bundle(run_dir: Path, manifest: Dict[str, Any], arrays: Mapping[str, n
                  need_fit: bool = True) -> None:
     """The load-time checks on an in-memory bundle (export runs them before writing)."""
     from deepr_neuro.store.bundle_check import check_arrays, check_fit, check_manifest
+    from deepr_neuro.store.codec import v1_to_v2
 
     run_dir = Path(run_dir)
     fix = _fix(run_dir)
-    profile = check_manifest(manifest, str(run_dir / MANIFEST), fix["manifest"])
-    check_arrays(manifest, profile, arrays, str(run_dir / NETWORK), fix, need_finite=need_fit)
+    manifest = {"version": VERSION, **manifest}
+    profile, checked = check_manifest(manifest, str(run_dir / MANIFEST), fix["manifest"])
+    shown = None
+    if manifest["version"] == 1:
+        _, arrays, shown = v1_to_v2(manifest, arrays)
+    check_arrays(checked, profile, arrays, str(run_dir / NETWORK), fix, need_finite=need_fit, shown=shown)
+    manifest = checked
     if need_fit:
         check_fit(manifest, arrays, str(run_dir))
 
 
 def update_bundle(run_dir: Path, manifest_updates: Dict[str, Any], new_arrays: Dict[str, np.ndarray]) -> None:
-    """Add arrays / manifest blocks to an existing bundle (e.g. after export)."""
+    """Add arrays / manifest blocks to an existing bundle (e.g. after export); written as version 2."""
     manifest, arrays = load_bundle(run_dir)
     arrays.update(new_arrays)
     manifest.update(manifest_updates)

@@ -10,9 +10,14 @@ Order of the checks (the first failing one is reported):
 
 1. manifest.json is an object with the fields every command reads, of the
    right JSON types (:func:`check_manifest`); its ``profile`` block is
-   validated again as a :class:`~deepr_neuro.hardware.profile.HardwareProfile`; core
-   ranges partition every layer, core ids are unique and on the chip.
-2. network.npz holds exactly the expected arrays (:func:`check_arrays`):
+   validated again as a :class:`~deepr_neuro.hardware.profile.HardwareProfile`;
+   the ``graph`` (version 2) or the ``layers`` (version 1, then turned into the
+   graph): populations with core ranges partitioning each of them, core ids
+   unique and on the chip, projections between existing populations, none into
+   the input population, a readout.
+2. network.npz holds exactly the expected arrays, per population and per
+   projection (:func:`check_arrays`; a version-1 bundle's arrays are renamed to
+   version 2 first and named as in the file in every message):
    integer dtypes for indices and chip integers (never a silent cast of float
    or complex values), 1-D lengths consistent with the manifest, indices in
    range, (row, col) pairs unique and sorted, finite float weights, every
@@ -28,30 +33,25 @@ Order of the checks (the first failing one is reported):
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from deepr_neuro.errors import BudgetError, BundleError, ConfigError
+# Array names of both formats live in the codec; version 1 is read by renaming its arrays
+# to version 2 (store.codec.v1_to_v2), so one set of checks serves both.
+from deepr_neuro.store.codec import (ENCODING_KEYS, OPTIONAL_KEYS, POP_EXPORT, POP_TRAINED, PROJ_EXPORT,
+                                     PROJ_TRAINED, is_export_key, pop_key, proj_key)
 
 #: Largest number of time steps per sample a command runs (simulate, crosscheck,
 #: export); a bound, so that a typo (``--steps 100000000``) is refused at once.
 MAX_STEPS = 10_000
 
-IN_KEYS = ("in_vth", "in_du", "in_dv", "in_bias_exp", "in_bias_mant", "in_gain", "in_shift")
-TRAINED_LAYER_KEYS = ("rows", "cols", "weight", "core")
-EXPORT_LAYER_KEYS = ("qweight", "weight_exp", "num_weight_bits", "vth", "du", "dv", "bias_exp", "bias_mant")
-OPTIONAL_KEYS = ("input_core", "rewired_per_step")
-_EXPORT_RE = re.compile(r"^(in_(vth|du|dv|bias_exp|bias_mant|gain|shift)|"
-                        r"l\d+_(qweight|weight_exp|num_weight_bits|vth|du|dv|bias_exp|bias_mant))$")
+#: longest population / projection name (names become array names ``pop/<name>/...``)
+MAX_NAME = 200
+ROLES = ("input", "hidden", "readout")
 #: in_shift above this would shift every pixel to 0 (and >= 64 is undefined in NumPy)
 MAX_SHIFT = 31
-
-
-def is_export_key(key: str) -> bool:
-    """An array written by ``export`` (the integer network), not by ``train``."""
-    return bool(_EXPORT_RE.match(key))
 
 
 def cut(value: Any, limit: int = 200) -> str:
@@ -74,8 +74,11 @@ def _is_num(v: Any) -> bool:
 # --------------------------------------------------------------------------
 
 def check_manifest(m: Any, mpath: str, fix: str):
-    """Validate the manifest's shape and its profile; return the HardwareProfile."""
+    """Validate the manifest's shape and its profile; return (HardwareProfile, manifest in the
+    version-2 form): a version-1 manifest's ``layers`` are checked as such (errors name
+    ``layers[i]...``) and then turned into the ``graph`` block, which is checked for both."""
     from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.store.codec import chain_graph_block
 
     def bad(field: str, msg: str) -> BundleError:
         return BundleError(f"{mpath}: field {field!r}: {msg}; {fix}")
@@ -83,8 +86,10 @@ def check_manifest(m: Any, mpath: str, fix: str):
     if not isinstance(m, dict):
         raise BundleError(f"{mpath}: must hold a JSON object, got {type(m).__name__} "
                           f"{cut(m, 80)}; {fix}")
+    v1 = m.get("version") == 1
     for key, typ, name in (("profile", dict, "an object"), ("dataset", dict, "an object"),
-                           ("training", dict, "an object"), ("layers", list, "a list")):
+                           ("training", dict, "an object"),
+                           ("layers", list, "a list") if v1 else ("graph", dict, "an object")):
         if key not in m:
             raise bad(key, "missing")
         if not isinstance(m[key], typ):
@@ -118,63 +123,67 @@ def check_manifest(m: Any, mpath: str, fix: str):
         raise bad("training.weight_bits", f"{wb}-bit weights are not offered by the profile "
                                           f"(weight_bits_allowed: {profile.weight_bits_allowed})")
 
-    layers = m["layers"]
-    if not layers:
-        raise bad("layers", "empty: a run has at least one weight layer")
-    names = []
-    used: Dict[int, str] = {}
+    if v1:
+        layers = m["layers"]
+        if not layers:
+            raise bad("layers", "empty: a run has at least one weight layer")
+        names = []
+        used: Dict[int, str] = {}
 
-    def check_cores(where: str, cores: Any, n: int, layer_name: str, need_budget: bool) -> None:
-        if not isinstance(cores, list) or not cores:
-            raise bad(where, f"must be a non-empty list of cores, got {cut(cores, 80)}")
-        start = 0
-        for j, c in enumerate(cores):
-            w = f"{where}[{j}]"
-            if not isinstance(c, dict):
-                raise bad(w, f"must be an object, got {cut(c, 80)}")
-            for k in ("core", "post_start", "post_stop") + (("budget",) if need_budget else ()):
-                if not _is_int(c.get(k)) or c[k] < 0:
-                    raise bad(f"{w}.{k}", f"must be a non-negative integer, got {cut(c.get(k), 80)}")
-            if c["post_start"] != start or not c["post_start"] < c["post_stop"] <= n:
-                raise bad(w, f"neurons {c['post_start']}..{c['post_stop']} do not continue the core "
-                             f"ranges at {start} inside 0..{n} (the cores must split the layer's "
-                             "neurons in order)")
-            if c["post_stop"] - c["post_start"] > profile.neurons_per_core:
-                raise bad(w, f"{c['post_stop'] - c['post_start']} neurons on one core > "
-                             f"neurons_per_core {profile.neurons_per_core} of the profile")
-            if c["core"] >= profile.cores:
-                raise bad(f"{w}.core", f"core id {c['core']} does not exist on a chip with "
-                                       f"{profile.cores} cores")
-            if c["core"] in used:
-                raise bad(f"{w}.core", f"core id {c['core']} is used twice (also by {used[c['core']]!r})")
-            used[c["core"]] = layer_name
-            start = c["post_stop"]
-        if start != n:
-            raise bad(where, f"the core ranges end at neuron {start}, the layer has {n}")
+        def check_cores(where: str, cores: Any, n: int, layer_name: str, need_budget: bool) -> None:
+            if not isinstance(cores, list) or not cores:
+                raise bad(where, f"must be a non-empty list of cores, got {cut(cores, 80)}")
+            start = 0
+            for j, c in enumerate(cores):
+                w = f"{where}[{j}]"
+                if not isinstance(c, dict):
+                    raise bad(w, f"must be an object, got {cut(c, 80)}")
+                for k in ("core", "post_start", "post_stop") + (("budget",) if need_budget else ()):
+                    if not _is_int(c.get(k)) or c[k] < 0:
+                        raise bad(f"{w}.{k}", f"must be a non-negative integer, got {cut(c.get(k), 80)}")
+                if c["post_start"] != start or not c["post_start"] < c["post_stop"] <= n:
+                    raise bad(w, f"neurons {c['post_start']}..{c['post_stop']} do not continue the core "
+                                 f"ranges at {start} inside 0..{n} (the cores must split the layer's "
+                                 "neurons in order)")
+                if c["post_stop"] - c["post_start"] > profile.neurons_per_core:
+                    raise bad(w, f"{c['post_stop'] - c['post_start']} neurons on one core > "
+                                 f"neurons_per_core {profile.neurons_per_core} of the profile")
+                if c["core"] >= profile.cores:
+                    raise bad(f"{w}.core", f"core id {c['core']} does not exist on a chip with "
+                                           f"{profile.cores} cores")
+                if c["core"] in used:
+                    raise bad(f"{w}.core", f"core id {c['core']} is used twice (also by {used[c['core']]!r})")
+                used[c["core"]] = layer_name
+                start = c["post_stop"]
+            if start != n:
+                raise bad(where, f"the core ranges end at neuron {start}, the layer has {n}")
 
-    for i, layer in enumerate(layers):
-        w = f"layers[{i}]"
-        if not isinstance(layer, dict):
-            raise bad(w, f"must be an object, got {cut(layer, 80)}")
-        if not isinstance(layer.get("name"), str) or not layer["name"]:
-            raise bad(f"{w}.name", f"must be a non-empty string, got {cut(layer.get('name'), 80)}")
-        if layer["name"] in names:
-            raise bad(f"{w}.name", f"{layer['name']!r} is used twice")
-        names.append(layer["name"])
-        for k in ("n_in", "n_out"):
-            if not _is_int(layer.get(k)) or layer[k] < 1:
-                raise bad(f"{w}.{k}", f"must be a positive integer, got {cut(layer.get(k), 80)}")
-        if i and layer["n_in"] != layers[i - 1]["n_out"]:
-            raise bad(f"{w}.n_in", f"{layer['n_in']} != n_out {layers[i - 1]['n_out']} of the layer before")
-    model = m.get("model")
-    if model is not None and "input_size" in model and model["input_size"] != layers[0]["n_in"]:
-        raise bad("layers[0].n_in", f"{layers[0]['n_in']} != model.input_size {cut(model['input_size'], 40)}")
-    if "input_cores" in m:
-        check_cores("input_cores", m["input_cores"], layers[0]["n_in"], "input", False)
-    for i, layer in enumerate(layers):
-        check_cores(f"layers[{i}].cores", layer.get("cores"), layer["n_out"], layer["name"], True)
-    if len(used) > profile.cores:
-        raise bad("layers", f"{len(used)} cores used > {profile.cores} on the chip")
+        for i, layer in enumerate(layers):
+            w = f"layers[{i}]"
+            if not isinstance(layer, dict):
+                raise bad(w, f"must be an object, got {cut(layer, 80)}")
+            if not isinstance(layer.get("name"), str) or not layer["name"]:
+                raise bad(f"{w}.name", f"must be a non-empty string, got {cut(layer.get('name'), 80)}")
+            if layer["name"] in names:
+                raise bad(f"{w}.name", f"{layer['name']!r} is used twice")
+            names.append(layer["name"])
+            for k in ("n_in", "n_out"):
+                if not _is_int(layer.get(k)) or layer[k] < 1:
+                    raise bad(f"{w}.{k}", f"must be a positive integer, got {cut(layer.get(k), 80)}")
+            if i and layer["n_in"] != layers[i - 1]["n_out"]:
+                raise bad(f"{w}.n_in", f"{layer['n_in']} != n_out {layers[i - 1]['n_out']} of the layer before")
+        model = m.get("model")
+        if model is not None and "input_size" in model and model["input_size"] != layers[0]["n_in"]:
+            raise bad("layers[0].n_in", f"{layers[0]['n_in']} != model.input_size {cut(model['input_size'], 40)}")
+        if "input_cores" in m:
+            check_cores("input_cores", m["input_cores"], layers[0]["n_in"], "input", False)
+        for i, layer in enumerate(layers):
+            check_cores(f"layers[{i}].cores", layer.get("cores"), layer["n_out"], layer["name"], True)
+        if len(used) > profile.cores:
+            raise bad("layers", f"{len(used)} cores used > {profile.cores} on the chip")
+        graph = chain_graph_block(layers, m.get("input_cores"), layers[0]["n_in"])
+        m = {**{k: v for k, v in m.items() if k not in ("layers", "input_cores")}, "version": 2, "graph": graph}
+    _check_graph(m, profile, bad)
 
     snn = m.get("snn")
     if snn is not None:
@@ -182,7 +191,91 @@ def check_manifest(m: Any, mpath: str, fix: str):
         if not _is_int(s) or not 1 <= s <= MAX_STEPS:
             raise bad("snn.steps_per_sample", f"must be an integer in 1..{MAX_STEPS}, got {cut(s, 80)} "
                                               "(`deepr-neuro export` rewrites the snn block)")
-    return profile
+    return profile, m
+
+
+def _check_graph(m: Dict[str, Any], profile, bad) -> None:
+    """The ``graph`` block: populations (input first, names unique, core ranges partitioning
+    each population, core ids on the chip and used once, K_c per core), projections (pre
+    and post exist, nothing enters the input population) and the readout."""
+    g = m["graph"]
+    for key in ("populations", "projections"):
+        if not isinstance(g.get(key), list) or not g[key]:
+            raise bad(f"graph.{key}", f"must be a non-empty list, got {cut(g.get(key), 80)}")
+    pops, projs = g["populations"], g["projections"]
+    size: Dict[str, int] = {}
+    used: Dict[int, str] = {}
+    for i, p in enumerate(pops):
+        w = f"graph.populations[{i}]"
+        if not isinstance(p, dict):
+            raise bad(w, f"must be an object, got {cut(p, 80)}")
+        name = p.get("name")
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise bad(f"{w}.name", f"must be a non-empty string of at most {MAX_NAME} characters, got {cut(name, 80)}")
+        if name in size:
+            raise bad(f"{w}.name", f"{name!r} is used twice")
+        if not _is_int(p.get("size")) or p["size"] < 1:
+            raise bad(f"{w}.size", f"must be a positive integer, got {cut(p.get('size'), 80)}")
+        role = p.get("role")
+        want = "input" if i == 0 else None
+        if role not in ROLES or (want and role != want) or (i and role == "input"):
+            raise bad(f"{w}.role", f"must be one of {ROLES} (the first population, and only it, is the "
+                                   f"input), got {cut(role, 80)}")
+        size[name] = p["size"]
+        cores = p.get("cores")
+        if not isinstance(cores, list) or (i and not cores):
+            raise bad(f"{w}.cores", f"must be a{'' if i == 0 else ' non-empty'} list of cores, got {cut(cores, 80)}")
+        start = 0
+        for j, c in enumerate(cores):
+            wc = f"{w}.cores[{j}]"
+            if not isinstance(c, dict):
+                raise bad(wc, f"must be an object, got {cut(c, 80)}")
+            for k in ("core", "start", "stop") + (("budget",) if i else ()):
+                if not _is_int(c.get(k)) or c[k] < 0:
+                    raise bad(f"{wc}.{k}", f"must be a non-negative integer, got {cut(c.get(k), 80)}")
+            if c["start"] != start or not c["start"] < c["stop"] <= p["size"]:
+                raise bad(wc, f"neurons {c['start']}..{c['stop']} do not continue the core ranges at {start} "
+                              f"inside 0..{p['size']} (the cores must split the population's neurons in order)")
+            if c["stop"] - c["start"] > profile.neurons_per_core:
+                raise bad(wc, f"{c['stop'] - c['start']} neurons on one core > neurons_per_core "
+                              f"{profile.neurons_per_core} of the profile")
+            if c["core"] >= profile.cores:
+                raise bad(f"{wc}.core", f"core id {c['core']} does not exist on a chip with {profile.cores} cores")
+            if c["core"] in used:
+                raise bad(f"{wc}.core", f"core id {c['core']} is used twice (also by {used[c['core']]!r})")
+            used[c["core"]] = name
+            start = c["stop"]
+        if cores and start != p["size"]:
+            raise bad(f"{w}.cores", f"the core ranges end at neuron {start}, the population has {p['size']}")
+    inp = pops[0]["name"]
+    seen = set()
+    for i, q in enumerate(projs):
+        w = f"graph.projections[{i}]"
+        if not isinstance(q, dict):
+            raise bad(w, f"must be an object, got {cut(q, 80)}")
+        name = q.get("name")
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise bad(f"{w}.name", f"must be a non-empty string of at most {MAX_NAME} characters, got {cut(name, 80)}")
+        if name in seen:
+            raise bad(f"{w}.name", f"{name!r} is used twice")
+        seen.add(name)
+        for k in ("pre", "post"):
+            if not isinstance(q.get(k), str) or q[k] not in size:
+                raise bad(f"{w}.{k}", f"must name a population ({cut(list(size), 120)}), got {cut(q.get(k), 80)}")
+        if q["post"] == inp:
+            raise bad(f"{w}.post", f"no projection may enter the input population {inp!r} (it is driven by the "
+                                   "encoded sample)")
+        if "budget" in q and q["budget"] is not None and (not _is_int(q["budget"]) or q["budget"] < 0):
+            raise bad(f"{w}.budget", f"must be a non-negative integer or null, got {cut(q['budget'], 80)}")
+    ro = g.get("readout")
+    if not isinstance(ro, str) or ro not in size or ro == inp:
+        raise bad("graph.readout", f"must name a population other than the input, got {cut(ro, 80)}")
+    model = m.get("model")
+    if model is not None and "input_size" in model and model["input_size"] != pops[0]["size"]:
+        raise bad("graph.populations[0].size", f"{pops[0]['size']} != model.input_size "
+                                               f"{cut(model['input_size'], 40)}")
+    if len(used) > profile.cores:
+        raise bad("graph", f"{len(used)} cores used > {profile.cores} on the chip")
 
 
 # --------------------------------------------------------------------------
@@ -190,20 +283,27 @@ def check_manifest(m: Any, mpath: str, fix: str):
 # --------------------------------------------------------------------------
 
 class _Arrays:
-    """Typed access to the npz arrays with messages naming file, array, index, value, limit."""
+    """Typed access to the npz arrays with messages naming file, array, index, value, limit.
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], npath: str, fix: Mapping[str, str]):
-        self.a, self.npath, self.fixes = arrays, npath, fix
+    ``shown`` maps an array's version-2 name to the name in the file (a version-1
+    bundle's ``l0_rows`` is checked as ``proj/h1/rows`` and named as ``l0_rows``)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], npath: str, fix: Mapping[str, str],
+                 shown: Optional[Mapping[str, str]] = None):
+        self.a, self.npath, self.fixes, self.shown = arrays, npath, fix, shown or {}
+
+    def name(self, key: str) -> str:
+        return self.shown.get(key, key)
 
     def fix(self, key: str) -> str:
         return self.fixes["export" if is_export_key(key) else "trained"]
 
     def fail(self, key: str, msg: str) -> BundleError:
-        return BundleError(f"{self.npath}: array {cut(key, 60)}: {msg}; {self.fix(key)}")
+        return BundleError(f"{self.npath}: array {cut(self.name(key), 60)}: {msg}; {self.fix(key)}")
 
     def get(self, key: str) -> np.ndarray:
         if key not in self.a:
-            raise BundleError(f"{self.npath}: array {key!r} is missing; {self.fix(key)}")
+            raise BundleError(f"{self.npath}: array {self.name(key)!r} is missing; {self.fix(key)}")
         return np.asarray(self.a[key])
 
     def ints(self, key: str, n: Optional[int] = None, what: str = "") -> np.ndarray:
@@ -237,8 +337,11 @@ class _Arrays:
 
 
 def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndarray],
-                 npath: str, fix: Mapping[str, str], need_finite: bool = True) -> None:
-    """Structural and chip-format checks of the arrays against the manifest and profile.
+                 npath: str, fix: Mapping[str, str], need_finite: bool = True,
+                 shown: Optional[Mapping[str, str]] = None) -> None:
+    """Structural and chip-format checks of the (version-2 named) arrays against the
+    manifest's ``graph`` and the profile: per projection its indices, order and weights;
+    per population its core placement and neuron parameters.
 
     Non-finite float weights are refused, except (``need_finite=False``) in a
     run recorded as diverged (``metrics.diverged_at_epoch``), so ``report``
@@ -247,19 +350,22 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
     from deepr_neuro.hardware.chip_format import ChipFormat
     from deepr_neuro.network.fixed_point import sign_mode_of, weight_range, weight_step
 
-    A = _Arrays(arrays, npath, fix)
-    layers = manifest["layers"]
-    n_layers = len(layers)
+    A = _Arrays(arrays, npath, fix, shown)
+    g = manifest["graph"]
+    pops, projs = g["populations"], g["projections"]
+    size = {p["name"]: p["size"] for p in pops}
+    inp = pops[0]["name"]
     exported = "snn" in manifest
-    expected = set(OPTIONAL_KEYS)
-    for i in range(n_layers):
-        expected.update(f"l{i}_{k}" for k in TRAINED_LAYER_KEYS)
-        expected.update(f"l{i}_{k}" for k in EXPORT_LAYER_KEYS)
-    expected.update(IN_KEYS)
+    expected = set(OPTIONAL_KEYS) | set(ENCODING_KEYS)
+    for p in pops:
+        expected.update(pop_key(p["name"], k) for k in POP_TRAINED + POP_EXPORT)
+    for q in projs:
+        expected.update(proj_key(q["name"], k) for k in PROJ_TRAINED + PROJ_EXPORT)
     for key in arrays:
         if key not in expected:
-            raise A.fail(key, f"unknown array (the manifest has {n_layers} layers; this format reads "
-                              "l<i>_* for those layers, in_*, input_core and rewired_per_step)")
+            raise A.fail(key, f"unknown array (the manifest has {len(pops)} populations and {len(projs)} "
+                              "projections; this format reads pop/<population>/*, proj/<projection>/*, "
+                              "input/gain|shift and rewired_per_step; version 1: l<i>_*, in_*, input_core)")
     has_export = [k for k in arrays if is_export_key(k)]
     if has_export and not exported:
         raise A.fail(has_export[0], "belongs to an SNN export but manifest.json has no 'snn' block "
@@ -269,35 +375,27 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
     def core_map(cores: List[Dict], n: int) -> np.ndarray:
         out = np.empty(n, dtype=np.int64)
         for c in cores:
-            out[c["post_start"]:c["post_stop"]] = c["core"]
+            out[c["start"]:c["stop"]] = c["core"]
         return out
 
-    n_in0 = layers[0]["n_in"]
-    if "input_core" in arrays:
-        ic = A.ints("input_core", n_in0, f" (input neurons, layers[0].n_in)")
-        if "input_cores" in manifest:
-            want = core_map(manifest["input_cores"], n_in0)
-            diff = np.flatnonzero(ic != want)
-            if diff.size:
-                k = int(diff[0])
-                raise A.fail("input_core", f"index {k}: input neuron on core {int(ic[k])}, the manifest's "
-                                           f"input_cores put it on core {int(want[k])}")
     if "rewired_per_step" in arrays:
         r = A.ints("rewired_per_step")
         A.in_range("rewired_per_step", r, 0, np.iinfo(np.int64).max, "a count")
 
-    for i, layer in enumerate(layers):
-        n_in, n_out, name = layer["n_in"], layer["n_out"], layer["name"]
-        rows = A.ints(f"l{i}_rows")
+    for q in projs:
+        name, n_in, n_out = q["name"], size[q["pre"]], size[q["post"]]
+        kr, kc, kw = (proj_key(name, k) for k in ("rows", "cols", "weight"))
+        rows = A.ints(kr)
         L = rows.shape[0]
-        cols = A.ints(f"l{i}_cols", L, f" (as many as l{i}_rows)")
-        w = A.get(f"l{i}_weight")
+        cols = A.ints(kc, L, f" (as many as {A.name(kr)})")
+        w = A.get(kw)
         if w.dtype.kind != "f":
-            raise A.fail(f"l{i}_weight", f"dtype {w.dtype} is not a real float type (layer {name!r})")
+            raise A.fail(kw, f"dtype {w.dtype} is not a real float type (projection {name!r})")
         if w.shape != (L,):
-            raise A.fail(f"l{i}_weight", f"has shape {w.shape}, expected ({L},) as l{i}_rows (layer {name!r})")
-        A.in_range(f"l{i}_rows", rows, 0, n_out - 1, f"post-neuron index, layer {name!r} n_out = {n_out}")
-        A.in_range(f"l{i}_cols", cols, 0, n_in - 1, f"pre-neuron index, layer {name!r} n_in = {n_in}")
+            raise A.fail(kw, f"has shape {w.shape}, expected ({L},) as {A.name(kr)} (projection {name!r})")
+        A.in_range(kr, rows, 0, n_out - 1, f"post-neuron index, projection {name!r} into {q['post']!r}: "
+                                           f"n_out = {n_out}")
+        A.in_range(kc, cols, 0, n_in - 1, f"pre-neuron index, projection {name!r} from {q['pre']!r}: n_in = {n_in}")
         if L > 1:
             key = rows.astype(np.int64) * n_in + cols.astype(np.int64)
             d = np.flatnonzero(np.diff(key) <= 0)
@@ -305,23 +403,30 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
                 k = int(d[0]) + 1
                 pair = (int(rows[k]), int(cols[k]))
                 if key[k] == key[k - 1]:
-                    raise A.fail(f"l{i}_rows", f"index {k}: (row, col) = {pair} is a duplicate of index "
-                                               f"{k - 1} (layer {name!r}; each connection once)")
-                raise A.fail(f"l{i}_rows", f"index {k}: (row, col) = {pair} is out of order (pairs must be "
-                                           f"sorted by row, then col; layer {name!r})")
+                    raise A.fail(kr, f"index {k}: (row, col) = {pair} is a duplicate of index {k - 1} "
+                                     f"(projection {name!r}; each connection once)")
+                raise A.fail(kr, f"index {k}: (row, col) = {pair} is out of order (pairs must be sorted by "
+                                 f"row, then col; projection {name!r})")
         if need_finite or not diverged or exported:
             nf = np.flatnonzero(~np.isfinite(w))
             if nf.size:
                 k = int(nf[0])
-                raise A.fail(f"l{i}_weight", f"index {k}: weight {w[k]} is not finite (layer {name!r}); "
-                                             "the run diverged: train it again with a smaller --lr")
-        core = A.ints(f"l{i}_core", n_out, f" (one per neuron of layer {name!r})")
-        want = core_map(layer["cores"], n_out)
+                raise A.fail(kw, f"index {k}: weight {w[k]} is not finite (projection {name!r}); "
+                                 "the run diverged: train it again with a smaller --lr")
+    for p in pops:
+        name, n, key = p["name"], p["size"], pop_key(p["name"], "core")
+        if name == inp and key not in arrays:  # optional for the input population (as in version 1)
+            continue
+        what = "input neurons" if name == inp else f"one per neuron of population {name!r}"
+        core = A.ints(key, n, f" ({what})")
+        if not p["cores"]:
+            continue
+        want = core_map(p["cores"], n)
         diff = np.flatnonzero(core != want)
         if diff.size:
             k = int(diff[0])
-            raise A.fail(f"l{i}_core", f"index {k}: neuron {k} of layer {name!r} is on core {int(core[k])}, "
-                                       f"the manifest's core ranges put it on core {int(want[k])}")
+            raise A.fail(key, f"index {k}: neuron {k} of population {name!r} is on core {int(core[k])}, "
+                              f"the manifest's core ranges put it on core {int(want[k])}")
 
     if not exported:
         return
@@ -329,44 +434,43 @@ def check_arrays(manifest: Dict[str, Any], profile, arrays: Mapping[str, np.ndar
     base = ChipFormat.from_profile(profile)
     vth_max, dmax = base.vth_max, base.decay_max
     bmin, bmax, emax = base.bias_mant_min, base.bias_mant_max, base.bias_exp_max
-    for key, lo, hi, lim in (("in_vth", 0, vth_max, f"{base.threshold_mant_bits}-bit threshold"),
-                             ("in_du", 0, dmax, f"{base.decay_bits}-bit decay"),
-                             ("in_dv", 0, dmax, f"{base.decay_bits}-bit decay"),
-                             ("in_bias_exp", 0, emax, "profile bias_exp_max"),
-                             ("in_gain", 0, (1 << 31) - 1, "31-bit gain"),
-                             ("in_shift", 0, MAX_SHIFT, "a right shift")):
+    for key, lo, hi, lim in (("input/gain", 0, (1 << 31) - 1, "31-bit gain"),
+                             ("input/shift", 0, MAX_SHIFT, "a right shift")):
         A.in_range(key, A.scalar(key), lo, hi, lim)
-    in_bias = A.ints("in_bias_mant", n_in0, " (one per input neuron)")
-    A.in_range("in_bias_mant", in_bias, bmin, bmax, f"{base.bias_mant_bits}-bit signed bias")
-    top = (255 * A.scalar("in_gain")) >> A.scalar("in_shift")
-    if in_bias.size and int(in_bias.max()) + top > bmax:
-        raise A.fail("in_gain", f"pixel 255 encodes to bias {int(in_bias.max()) + top} > {bmax} "
-                                f"({base.bias_mant_bits}-bit signed bias)")
-    for i, layer in enumerate(layers):
-        name, n_out = layer["name"], layer["n_out"]
-        rows = A.get(f"l{i}_rows")
-        q = A.ints(f"l{i}_qweight", rows.shape[0], f" (as many as l{i}_rows)")
-        b = A.scalar(f"l{i}_num_weight_bits")
+    for p in pops:
+        name, n = p["name"], p["size"]
+        for f, hi, lim in (("vth", vth_max, f"{base.threshold_mant_bits}-bit threshold"),
+                           ("du", dmax, f"{base.decay_bits}-bit decay"), ("dv", dmax, f"{base.decay_bits}-bit decay"),
+                           ("bias_exp", emax, "profile bias_exp_max")):
+            A.in_range(pop_key(name, f), A.scalar(pop_key(name, f)), 0, hi, lim)
+        kb = pop_key(name, "bias_mant")
+        bias = A.ints(kb, n, " (one per input neuron)" if name == inp else f" (one per neuron of population {name!r})")
+        A.in_range(kb, bias, bmin, bmax, f"{base.bias_mant_bits}-bit signed bias")
+        if name == inp:
+            top = (255 * A.scalar("input/gain")) >> A.scalar("input/shift")
+            if bias.size and int(bias.max()) + top > bmax:
+                raise A.fail("input/gain", f"pixel 255 encodes to bias {int(bias.max()) + top} > {bmax} "
+                                           f"({base.bias_mant_bits}-bit signed bias)")
+    for q in projs:
+        name = q["name"]
+        kq, kb, ke = (proj_key(name, k) for k in ("qweight", "num_weight_bits", "weight_exp"))
+        rows = A.get(proj_key(name, "rows"))
+        qw = A.ints(kq, rows.shape[0], f" (as many as {A.name(proj_key(name, 'rows'))})")
+        b = A.scalar(kb)
         if b not in profile.weight_bits_allowed:
-            raise A.fail(f"l{i}_num_weight_bits", f"value {b} is not among the profile's weight_bits_allowed "
-                                                  f"{profile.weight_bits_allowed} (layer {name!r})")
-        lo, hi = weight_range(b, sign_mode_of(q))
+            raise A.fail(kb, f"value {b} is not among the profile's weight_bits_allowed "
+                             f"{profile.weight_bits_allowed} (projection {name!r})")
+        lo, hi = weight_range(b, sign_mode_of(qw))
         lo, hi = max(lo, profile.weight_min), min(hi, profile.weight_max)
-        step = weight_step(b, sign_mode_of(q))
-        A.in_range(f"l{i}_qweight", q, lo, hi, f"{b}-bit weights, layer {name!r}")
-        off = np.flatnonzero(q % step)
+        step = weight_step(b, sign_mode_of(qw))
+        A.in_range(kq, qw, lo, hi, f"{b}-bit weights, projection {name!r}")
+        off = np.flatnonzero(qw % step)
         if off.size:
             k = int(off[0])
-            raise A.fail(f"l{i}_qweight", f"index {k}: weight {int(q[k])} is not a multiple of {step} "
-                                          f"(the {b}-bit grid the chip keeps; layer {name!r})")
-        A.in_range(f"l{i}_weight_exp", A.scalar(f"l{i}_weight_exp"), profile.weight_exp_min,
-                   profile.weight_exp_max, "profile weight_exp_min..weight_exp_max")
-        A.in_range(f"l{i}_vth", A.scalar(f"l{i}_vth"), 0, vth_max, f"{base.threshold_mant_bits}-bit threshold")
-        A.in_range(f"l{i}_du", A.scalar(f"l{i}_du"), 0, dmax, f"{base.decay_bits}-bit decay")
-        A.in_range(f"l{i}_dv", A.scalar(f"l{i}_dv"), 0, dmax, f"{base.decay_bits}-bit decay")
-        A.in_range(f"l{i}_bias_exp", A.scalar(f"l{i}_bias_exp"), 0, emax, "profile bias_exp_max")
-        bias = A.ints(f"l{i}_bias_mant", n_out, f" (one per neuron of layer {name!r})")
-        A.in_range(f"l{i}_bias_mant", bias, bmin, bmax, f"{base.bias_mant_bits}-bit signed bias")
+            raise A.fail(kq, f"index {k}: weight {int(qw[k])} is not a multiple of {step} "
+                             f"(the {b}-bit grid the chip keeps; projection {name!r})")
+        A.in_range(ke, A.scalar(ke), profile.weight_exp_min, profile.weight_exp_max,
+                   "profile weight_exp_min..weight_exp_max")
 
 
 def check_fit(manifest: Dict[str, Any], arrays: Mapping[str, np.ndarray], run_dir: str) -> None:
