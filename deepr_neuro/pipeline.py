@@ -252,7 +252,7 @@ def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int
 def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None,
                    backends: Optional[List[str]] = None, as_json: bool = False) -> Tuple[str, bool]:
     """Emulator vs Lava vs Brian2 (integer and float) on the same test samples."""
-    from deepr_neuro.simulate.crosscheck import DEFAULT_BACKENDS, crosscheck
+    from deepr_neuro.simulate.crosscheck import crosscheck
 
     run_dir = Path(run_dir)
     check_samples(samples)
@@ -264,7 +264,7 @@ def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None
     n = min(int(samples), len(data.y_test))
     if n < 1:
         raise DataError(f"data set {data.name!r}: the test set is empty; nothing to compare")
-    report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or DEFAULT_BACKENDS)
+    report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or None)
     if as_json:
         return json.dumps(report.to_json(), indent=2), report.integer_backends_agree
     return report.to_table(), report.integer_backends_agree

@@ -462,7 +462,8 @@ def test_backend_run_validates_allocates_and_skips_empty_work(n, steps, record):
 
 def test_backend_exactness_is_an_attribute():
     assert EmulatorBackend.exact is True and Recording.exact is False
-    assert get_backend("emulator").exact and get_backend("lava").exact
+    from deepr_neuro.simulate.lava_backend import LavaBackend  # the class: Lava may be absent (3.13)
+    assert get_backend("emulator").exact and LavaBackend.exact
 
 
 # ---------------------------------------------------------------------------

@@ -26,10 +26,12 @@ from deepr_neuro.simulate.backends import get_backend
 from deepr_neuro.simulate.emulator import EmulatorBackend, effective_bias, lif_step
 from deepr_neuro.network.integer_network import IntegerNetwork
 
+from conftest import lava_skip_reason
 from test_emulator import chain, dense_layer, networks, neurons
 
+if lava_skip_reason() is not None:  # Lava's kernels are imported below
+    pytest.skip(f"Lava absent here: {lava_skip_reason()}", allow_module_level=True)
 lava_compat.install()
-pytest.importorskip("lava")
 
 from lava.proc.lif.models import PyLifModelBitAcc  # noqa: E402
 from lava.utils.weightutils import (clip_weights, determine_sign_mode,  # noqa: E402

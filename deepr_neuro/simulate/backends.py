@@ -6,6 +6,11 @@ network into a graph, validates the graph and the batch
 for an empty batch or zero steps; a backend implements only
 :meth:`Backend._simulate`. ``Backend.exact`` says whether a backend is
 integer-exact (spike-identical to Lava) or an approximate reading.
+Lava is optional (lava-nc 0.10.0 needs numpy <2, so it is absent on
+Python 3.13+ unless numpy 1.x is built there):
+:func:`deepr_neuro.simulate.registry.unavailable_reason` says why a backend
+cannot be created here, and ``get_backend("lava")`` raises that as a
+:class:`BackendError`.
 
 The registry here is only the mechanism (names -> factories); the built-in
 backends (``emulator``, ``lava``, ``brian2``, ``brian2-float``) are registered
@@ -107,3 +112,5 @@ def get_backend(name: str) -> Backend:
         raise BackendError(
             f"unknown backend {str(name)[:100]!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]()
+
+

@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from deepr_neuro.simulate.backends import Backend, SimResult, get_backend
+from deepr_neuro.simulate.registry import unavailable_reason
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.integer_network import IntegerNetwork
 
@@ -91,6 +92,8 @@ class CrosscheckReport:
     layer_names: List[str]
     runs: Dict[str, BackendRun]
     layers: List[LayerAgreement] = field(default_factory=list)
+    #: default backends left out because they cannot run here (name -> why)
+    skipped: Dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------ verdicts
     @property
@@ -150,6 +153,7 @@ class CrosscheckReport:
             "steps": self.steps,
             "layers": list(self.layer_names),
             "integer_backends_agree": self.integer_backends_agree,
+            "skipped": dict(self.skipped),
             "integer_backends_compared": [n for n in self.integer_backends if self.runs[n].ok]
             if self.compared else [],
             "backends": {
@@ -206,6 +210,8 @@ class CrosscheckReport:
                 f"{name:<14} {'integer' if run.exact else 'float':<7} "
                 f"{run.seconds:>8.2f} {pct(run.accuracy):>9} "
                 f"{pct(run.classification_agreement):>10}  {status}")
+        for name, why in self.skipped.items():
+            lines.append(f"{name:<14} {'':<7} {'':>8} {'':>9} {'':>10}  skipped: {why}")
         if self.layers:
             lines += ["", "per layer vs " + self.reference + ":"]
             head = (f"{'backend':<14} {'layer':<12} {'neurons':>7} {'spike id':>9} "
@@ -267,15 +273,21 @@ def _resolve(backend: Union[str, Backend]) -> Backend:
 
 def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray],
                steps: int,
-               backends: Sequence[Union[str, Backend]] = DEFAULT_BACKENDS,
+               backends: Optional[Sequence[Union[str, Backend]]] = None,
                reference: Optional[str] = None) -> CrosscheckReport:
     """Run ``net`` on every backend with the same samples and compare them.
 
     ``backends`` holds registry names (:func:`deepr_neuro.simulate.backends.get_backend`)
     or Backend instances (their ``name`` labels them). ``reference`` defaults to
     ``"emulator"`` when present, else the first backend. ``y`` (labels) may be
-    None, then accuracies are None.
+    None, then accuracies are None. ``backends=None`` means DEFAULT_BACKENDS less
+    those that cannot run here (Lava on Python 3.13+), listed in
+    ``report.skipped`` with the reason; a backend named explicitly must run.
     """
+    skipped: Dict[str, str] = {}
+    if backends is None:
+        skipped = {n: r for n in DEFAULT_BACKENDS if (r := unavailable_reason(n)) is not None}
+        backends = [n for n in DEFAULT_BACKENDS if n not in skipped]
     if not backends:
         raise ConfigError("crosscheck: backends: give at least one backend")
     x = np.atleast_2d(np.asarray(x_uint8))
@@ -321,7 +333,8 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
 
     layer_names = ["input"] + [layer.name for layer in net.layers]
     report = CrosscheckReport(reference=reference, n_samples=int(x.shape[0]),
-                              steps=int(steps), layer_names=layer_names, runs=runs)
+                              steps=int(steps), layer_names=layer_names, runs=runs,
+                              skipped=skipped)
     ref_run = runs[reference]
     if not ref_run.ok:
         return report

@@ -32,7 +32,10 @@ the run.
 """
 from __future__ import annotations
 
+import functools
+import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -51,19 +54,49 @@ def projection_csr(q, shape):
         shape=tuple(int(n) for n in shape), dtype=np.int32)
 
 
+def absent_message(exc: BaseException) -> str:
+    """Why Lava cannot be used in this interpreter, and the fix, in one sentence."""
+    py = ".".join(map(str, sys.version_info[:3]))
+    numpy_major = int(np.__version__.split(".")[0])
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "lava":
+        what = "lava-nc is not installed in this environment"
+    else:
+        what = f"lava-nc does not import ({type(exc).__name__}: {str(exc)[:200]})"
+    if numpy_major >= 2:
+        why = (f"; lava-nc 0.10.0 needs numpy <2, this environment has numpy {np.__version__}"
+               + (" (numpy 1.x has no wheels for Python 3.13+)" if sys.version_info >= (3, 13) else ""))
+        fix = ("make an environment with Python 3.10-3.12 for Lava, e.g. "
+               "`PYTHON=python3.11 bash scripts/setup.sh`, or build numpy 1.26.4 from source "
+               "with `NUMPY1_FROM_SOURCE=1 bash scripts/setup.sh`")
+    else:
+        why = ""
+        fix = ("run `bash scripts/setup.sh` with this Python (it installs lava-nc 0.10.0 with "
+               "--no-deps --ignore-requires-python where it runs)")
+    return (f"Lava backend: not available on Python {py}: {what}{why}. Fix: {fix}; "
+            "the emulator and brian2 backends give the same integer spikes without Lava")
+
+
 def _import_lava():
-    lava_compat.install()
     try:
+        lava_compat.install()
         from lava.magma.core.run_conditions import RunSteps
         from lava.magma.core.run_configs import Loihi2SimCfg
         from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise BackendError(
-            f"Lava backend: cannot import lava-nc ({exc}); install it with "
-            "scripts/setup.sh (lava-nc 0.10.0, --no-deps --ignore-requires-python)") from exc
+    except Exception as exc:  # ImportError, or a Lava module that fails at import
+        raise BackendError(absent_message(exc)) from exc
     return RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel, LIFReset, Sparse
+
+
+@functools.lru_cache(maxsize=None)
+def lava_unavailable_reason() -> Optional[str]:
+    """None when Lava imports in this interpreter, else why not and the fix (cached)."""
+    try:
+        _import_lava()
+    except BackendError as exc:
+        return str(exc)
+    return None
 
 
 class LavaBackend(Backend):

@@ -12,7 +12,11 @@ install time, and a loader that only patched ``get_data`` of the ``.py`` file
 would be bypassed by that cached bytecode.
 
 Call :func:`install` (idempotent) before the first ``import lava``; every
-deepr-neuro module that uses Lava does so. On Python 3.10 it is a no-op.
+deepr-neuro module that uses Lava does so. On Python 3.10 it is a no-op. The
+same patch is all Python 3.12 and 3.13 need (checked with numpy 1.26.4; 3.13
+has no numpy 1.x wheels, so lava-nc, which needs numpy <2, is only installed
+there when numpy is built from source). scripts/setup.sh keeps Lava in an
+environment only when :func:`selfcheck` passes.
 """
 from __future__ import annotations
 
@@ -79,6 +83,38 @@ def install() -> None:
     if TARGET in sys.modules:
         return  # already imported (then it was importable as is)
     sys.meta_path.insert(0, _Finder())
+
+
+def selfcheck() -> "str | None":
+    """Run a two-layer fixed_pt Sparse+LIF network; None if it spikes, else why not.
+
+    scripts/setup.sh keeps lava-nc only where this passes, so an installed
+    Lava is one that runs (not just one that imports).
+    """
+    try:
+        install()
+        import numpy as np
+        import scipy.sparse as sp
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        from lava.proc.lif.process import LIF
+        from lava.proc.sparse.process import Sparse
+
+        src = LIF(shape=(2,), bias_mant=np.array([300, 0]), vth=1, du=4095, dv=0)
+        syn = Sparse(weights=sp.csr_matrix(np.array([[100, 0]])))
+        dst = LIF(shape=(1,), vth=10_000, du=4095, dv=0)
+        src.s_out.connect(syn.s_in)
+        syn.a_out.connect(dst.a_in)
+        try:
+            dst.run(condition=RunSteps(num_steps=5), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            v = dst.v.get()
+        finally:
+            dst.stop()
+    except Exception as exc:  # any failure means "Lava does not run here"
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    if not v[0] > 0:
+        return f"fixed_pt run gave no synaptic input (v = {v!r})"
+    return None
 
 
 install()
