@@ -60,7 +60,16 @@ def load_integer_graph(run_dir: Path):
     manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
         raise BundleError(f"{run_dir}: not exported yet; run `deepr-neuro export {run_dir}` first")
-    return manifest, arrays, integer_graph_from_arrays(arrays, manifest["graph"])
+    graph = integer_graph_from_arrays(arrays, manifest["graph"])
+    if is_recurrent(manifest):
+        from deepr_neuro.convert.recurrent import spike_graph_from_manifest
+        graph = spike_graph_from_manifest(graph, manifest, f"{run_dir}/manifest.json")
+    return manifest, arrays, graph
+
+
+def is_recurrent(manifest: Dict) -> bool:
+    """A recurrent run (the R1/R2 contract): model.kind 'recurrent' or a 'recurrent' block."""
+    return (manifest.get("model") or {}).get("kind") == "recurrent" or "recurrent" in manifest
 
 
 def runnable(graph):
@@ -92,6 +101,13 @@ def activity_table(net, result) -> Tuple[str, Dict]:
     return "\n".join(lines), {"spikes_per_inference": dict(zip(names, act.spikes.tolist())),
                               "synops_per_inference": dict(zip(names, act.synops.tolist())),
                               "total_spikes": act.total_spikes, "total_synops": act.total_synops}
+
+
+def say_to(progress: bool):
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+    return say
 
 
 CALIBRATION_VAL_SAMPLES = 3000  # validation samples the threshold calibration simulates
@@ -130,6 +146,9 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     if target != "lava":
         raise ConfigError(f"--to: unknown deployment target {str(target)[:40]!r}; the one target is 'lava'")
     manifest, arrays = load_bundle(run_dir, need_fit=True, for_export=True)
+    if is_recurrent(manifest):
+        from deepr_neuro.convert.recurrent import export_recurrent
+        return export_recurrent(run_dir, manifest, arrays, weight_bits=weight_bits, target=target, say=say_to(progress))
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
     if weight_bits is None:
         weight_bits = manifest["training"].get("weight_bits")

@@ -204,3 +204,195 @@ def run_sequences(backend, graph: IntegerGraph, x, lengths, batch_size: int = 64
             counts[k][idx] = res.counts[k]
         results.append(res)
     return readout_v, counts, results, order
+
+
+# ---------------------------------------------------------------------------
+# Bundle level: a recurrent run directory (the R1/R2 contract)
+# ---------------------------------------------------------------------------
+
+def _block(manifest: Mapping, where: str) -> Dict:
+    from deepr_neuro.errors import BundleError
+
+    rec = manifest.get("recurrent")
+    if not isinstance(rec, dict):
+        raise BundleError(f"{where}: field 'recurrent': missing or not an object (encoding, neurons, readout of a "
+                          "recurrent run); train the run again with this version")
+    return rec
+
+
+def encoding_from_info(info, where: str) -> FrameEncoding:
+    """The FrameEncoding of a manifest block (``FrameEncoding.info()``)."""
+    from deepr_neuro.errors import BundleError
+
+    if not isinstance(info, dict) or info.get("kind", "frame-rate") != "frame-rate":
+        raise BundleError(f"{where}: field 'encoding': expected a frame-rate encoding object, got "
+                          f"{str(info)[:120]}; train the run again")
+    try:
+        return FrameEncoding(steps_per_frame=info.get("steps_per_frame"), scale=info.get("scale"),
+                             signed=info.get("signed"))
+    except ConfigError as exc:
+        raise BundleError(f"{where}: field 'encoding.{str(exc)[len('encoding.'):]}"[:400]) from None
+
+
+def spike_graph_from_manifest(graph: IntegerGraph, manifest: Mapping, where: str) -> IntegerGraph:
+    """An exported recurrent bundle's graph with its spike-source input and final-v readout."""
+    from dataclasses import replace
+
+    from deepr_neuro.errors import BundleError
+
+    snn = manifest.get("snn") or {}
+    inp = snn.get("input") if isinstance(snn.get("input"), dict) else None
+    if inp is None or inp.get("kind") != "spikes":
+        raise BundleError(f"{where}: field 'snn.input': a recurrent export records its spike-source input "
+                          f"(kind 'spikes' + encoding), got {str(inp)[:120]}; run `deepr-neuro export` again")
+    enc = encoding_from_info(inp.get("encoding"), where + " snn.input")
+    readout = snn.get("readout_kind", "final_v")
+    if readout != "final_v":
+        raise BundleError(f"{where}: field 'snn.readout_kind': {str(readout)[:40]!r}; a recurrent export reads "
+                          "'final_v'; run `deepr-neuro export` again")
+    return replace(graph, input_kind="spikes", readout_kind="final_v", encoding=enc)
+
+
+def model_from_bundle(manifest: Mapping, arrays: Mapping[str, np.ndarray], where: str):
+    """The trained float :class:`RecurrentModel` of a recurrent bundle (weights in threshold units)."""
+    from deepr_neuro.errors import BundleError
+    from deepr_neuro.training.recurrent import LifParams, RecurrentModel, RecurrentSpec
+
+    rec = _block(manifest, where)
+    g = manifest["graph"]
+    names = [p["name"] for p in g["populations"]]
+    projs = {q["name"]: (q["pre"], q["post"]) for q in g["projections"]}
+    want = {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"), "rec_out": ("rec", "out")}
+    if names != ["input", "rec", "out"] or projs != want or g.get("readout") != "out":
+        raise BundleError(f"{where}: field 'graph': export deploys one recurrent population: populations "
+                          f"input, rec, out and projections in_rec, rec_rec, rec_out (got populations "
+                          f"{names}, projections {sorted(projs)})"[:400])
+    size = {p["name"]: int(p["size"]) for p in g["populations"]}
+    enc = encoding_from_info(rec.get("encoding"), where + " recurrent")
+    neurons = rec.get("neurons") or {}
+    try:
+        lif = {k: LifParams(du=neurons[k]["du"], dv=neurons[k]["dv"], vth=neurons[k]["vth"]) for k in ("rec", "out")}
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"{where}: field 'recurrent.neurons': needs du, dv, vth of rec and out ({exc})") from None
+    except ConfigError as exc:
+        raise BundleError(f"{where}: field 'recurrent.neurons': {exc}") from None
+    kind = rec.get("nonlinearity", "spiking")
+    try:
+        spec = RecurrentSpec(n_in=size["input"], n_rec=size["rec"], n_out=size["out"], rec=lif["rec"],
+                             out=lif["out"], encoding=enc, kind=kind)
+    except ConfigError as exc:
+        raise BundleError(f"{where}: field 'recurrent': {exc}") from None
+    weights, masks = {}, {}
+    for name, (pre, post) in want.items():
+        w = np.zeros((size[pre], size[post]), np.float32)
+        m = np.zeros((size[pre], size[post]), bool)
+        rows = np.asarray(arrays[f"proj/{name}/rows"], np.int64)
+        cols = np.asarray(arrays[f"proj/{name}/cols"], np.int64)
+        if name == "rec_rec" and np.any(rows == cols):
+            k = int(np.flatnonzero(rows == cols)[0])
+            raise BundleError(f"{where}: network.npz proj/rec_rec/rows: index {k} connects neuron {int(rows[k])} "
+                              "to itself; a recurrent population has no self-connections")
+        w[cols, rows] = np.asarray(arrays[f"proj/{name}/weight"], np.float32)
+        m[cols, rows] = True
+        weights[name], masks[name] = w, m
+    return RecurrentModel(spec, weights, masks)
+
+
+def load_run_sequences(manifest: Mapping):
+    """The sequence data set a recurrent run was trained on, split as in training (sha256 checked)."""
+    from deepr_neuro.errors import DataError
+    from deepr_neuro.training.sequences import load_sequences
+
+    t = manifest["training"]
+    data = load_sequences(manifest["dataset"]["name"], data_dir=t.get("data_dir"),
+                          val_fraction=t["val_fraction"], seed=t["seed"])
+    want = manifest["dataset"].get("sha256")
+    if want and data.sha256 and data.sha256 != want:
+        raise DataError(f"data set {data.name!r} differs from the one the run was trained on "
+                        f"(sha256 {data.sha256[:12]}... vs manifest {want[:12]}...)")
+    return data
+
+
+def activity(graph: IntegerGraph, counts, lengths_steps) -> Dict:
+    """Per-population spikes and synaptic operations per inference (mean over samples):
+    a spike of a neuron costs one synop per outgoing synapse."""
+    names = graph.names
+    fan = {n: np.zeros(graph.population(n).n, np.int64) for n in names}
+    for q in graph.projections:
+        fan[q.pre] += np.bincount(np.asarray(q.cols, np.int64), minlength=graph.population(q.pre).n)
+    spikes = {n: float(np.mean(c.sum(axis=1))) if len(c) else 0.0 for n, c in zip(names, counts)}
+    synops = {n: float(np.mean(c @ fan[n])) if len(c) else 0.0 for n, c in zip(names, counts)}
+    return {"spikes_per_inference": spikes, "synops_per_inference": synops,
+            "total_spikes": float(sum(spikes.values())), "total_synops": float(sum(synops.values())),
+            "steps_per_inference": float(np.mean(lengths_steps)) if len(lengths_steps) else 0.0}
+
+
+def export_recurrent(run_dir, manifest: Dict, arrays: Dict[str, np.ndarray], weight_bits: Optional[int] = None,
+                     target: str = "lava", say=lambda text: None) -> str:
+    """Quantize a recurrent run, simulate its test set on the emulator, write the export
+    arrays and the ``snn`` block into its bundle (atomically, after every load check)."""
+    import time
+
+    from deepr_neuro.hardware.profile import HardwareProfile
+    from deepr_neuro.simulate.backends import get_backend
+    from deepr_neuro.store.bundle import check_bundle, save_bundle
+    from deepr_neuro.store.codec import integer_graph_to_arrays
+    from deepr_neuro.training.recurrent import evaluate
+
+    where = f"{run_dir}/manifest.json"
+    if target != "lava":
+        raise ConfigError(f"--to: unknown deployment target {str(target)[:40]!r}; the one target is 'lava'")
+    profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
+    if weight_bits is None:
+        weight_bits = manifest["training"].get("weight_bits") or profile.weight_bits
+    if weight_bits not in profile.weight_bits_allowed:
+        raise ConfigError(f"weight_bits: {weight_bits}-bit weights are not offered by the profile "
+                          f"(weight_bits_allowed: {profile.weight_bits_allowed})")
+    model = model_from_bundle(manifest, arrays, where)
+    data = load_run_sequences(manifest)
+    cores = {n: np.asarray(arrays[f"pop/{n}/core"]) for n in ("input", "rec", "out") if f"pop/{n}/core" in arrays}
+    exp_range = (max(profile.weight_exp_min, LAVA_LIMITS["weight_exp"][0]),
+                 min(profile.weight_exp_max, LAVA_LIMITS["weight_exp"][1]))
+    say("export: quantizing (readout scale from the training set)")
+    dep = deploy_recurrent(model, int(weight_bits), exp_range, data.x_train, data.len_train, cores)
+    say(f"export: simulating the {len(data.y_test)} test samples on the emulator")
+    t0 = time.perf_counter()
+    v, counts, _, _ = run_sequences(get_backend("emulator"), dep.graph, data.x_test, data.len_test)
+    t_sim = time.perf_counter() - t0
+    S = int(model.spec.encoding.steps_per_frame)
+    out_spikes = int(counts[dep.graph.index("out")].sum())
+    if out_spikes:
+        raise ConfigError(f"{run_dir}: the deployed readout spiked {out_spikes} times on the test set (its v "
+                          "reached vth << 6); the readout scale is too large for these weights")
+    acc = {
+        "float_val": evaluate(model, data.x_val, data.len_val, data.y_val) if len(data.y_val) else None,
+        "float_test": evaluate(model, data.x_test, data.len_test, data.y_test),
+        "quantized_test": evaluate(quantized_model(model, dep), data.x_test, data.len_test, data.y_test),
+        "snn_test": float(np.mean(np.argmax(v, axis=1) == data.y_test)),
+    }
+    act = activity(dep.graph, counts, data.len_test * S)
+    snn = {"target": target, "num_weight_bits": int(weight_bits), "steps_per_frame": S,
+           "steps_per_sample": int(data.len_test.max()) * S,
+           "input": {"kind": "spikes", "encoding": model.spec.encoding.info(),
+                     "rule": "the input population is a spike source replaying FrameEncoding.encode(frames); "
+                             "a sample of n frames runs n * steps_per_frame steps"},
+           "readout_kind": "final_v",
+           "readout": "class = readout neuron with the largest v after the sample's last step n*S-1 "
+                      "(non-spiking: vth 131071); ties go to the lowest index",
+           "deploy": dep.info, "accuracy": acc, "activity": act, "emulator_seconds_test_set": t_sim}
+    new_manifest = {**manifest, "snn": snn}
+    new_arrays = {**arrays, **integer_graph_to_arrays(dep.graph)}
+    check_bundle(run_dir, new_manifest, new_arrays, need_fit=True)
+    save_bundle(run_dir, new_manifest, new_arrays)
+    lines = [f"exported {run_dir} for {target}: recurrent network input {model.spec.n_in} (spike source) -> "
+             f"rec {model.spec.n_rec} LIF -> out {model.spec.n_out} (final v), {weight_bits}-bit weights, "
+             f"{S} steps per frame",
+             f"accuracy on {data.name} test set",
+             f"  float network    {100 * acc['float_test']:6.2f} %",
+             f"  quantized float  {100 * acc['quantized_test']:6.2f} %",
+             f"  SNN (emulator)   {100 * acc['snn_test']:6.2f} %   ({len(data.y_test)} samples in {t_sim:.1f} s)",
+             "", f"{'population':<10} {'neurons':>8} {'spikes/inference':>17} {'synops/inference':>17}"]
+    for p in dep.graph.populations:
+        lines.append(f"{p.name:<10} {p.n:>8} {act['spikes_per_inference'][p.name]:>17.1f} "
+                     f"{act['synops_per_inference'][p.name]:>17.1f}")
+    return "\n".join(lines)
