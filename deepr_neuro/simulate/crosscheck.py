@@ -209,6 +209,8 @@ class CrosscheckReport:
                 same = self._identical(name)
                 status = "identical" if same else (
                     "DIFFERS" if run.exact else "differs (not exact by design)")
+                if run.readout_v_identical is not None:
+                    status += "; final v " + ("identical" if run.readout_v_identical else "DIFFERS")
             lines.append(
                 f"{name:<14} {'integer' if run.exact else 'float':<7} "
                 f"{run.seconds:>8.2f} {pct(run.accuracy):>9} "
