@@ -140,6 +140,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     from deepr_neuro.convert.quantize import float_accuracy
 
     run_dir = Path(run_dir)
+    given_steps = steps
     steps = DEFAULT_STEPS if steps is None else check_steps(steps)
     if calibration_samples is not None:
         check_samples(calibration_samples, "--calibration-samples")
@@ -148,6 +149,7 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     manifest, arrays = load_bundle(run_dir, need_fit=True, for_export=True)
     if is_recurrent(manifest):
         from deepr_neuro.convert.recurrent import export_recurrent
+        _no_steps(given_steps, run_dir)
         return export_recurrent(run_dir, manifest, arrays, weight_bits=weight_bits, target=target, say=say_to(progress))
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
     if weight_bits is None:

@@ -58,17 +58,16 @@ def quantize_projection(w: np.ndarray, scale: float, num_weight_bits: int,
     if lo_e > hi_e:
         raise ConfigError(f"weight_exp range: {lo_e} > {hi_e}")
     x = w * float(scale)
-    mixed_hi = weight_range(num_weight_bits, "mixed")[1]
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak == 0.0:
-        e = lo_e
-    else:
-        e = int(math.ceil(math.log2(peak / mixed_hi)))
-        e = min(max(e, lo_e), hi_e)
-    while e < hi_e and peak / 2.0 ** e > mixed_hi:   # guard the float ceil at the boundary
-        e += 1
     step = weight_step(num_weight_bits, "mixed")
     lo, hi = weight_range(num_weight_bits, "mixed")
+    # per sign, the largest magnitude the grid holds (1-bit mixed weights are only -256 and 0)
+    need = [(float(x.max()), hi), (float(-x.min()), -lo)] if x.size else []
+    need = [(peak, lim) for peak, lim in need if peak > 0 and lim > 0]
+    e = lo_e
+    for peak, lim in need:
+        e = max(e, min(max(int(math.ceil(math.log2(peak / lim))), lo_e), hi_e))
+    while e < hi_e and any(peak / 2.0 ** e > lim for peak, lim in need):   # guard the float ceil
+        e += 1
     q = np.rint(x / 2.0 ** e / step) * step
     clipped = int(np.sum((q < lo) | (q > hi)))
     q = np.clip(q, lo, hi).astype(np.int64)
