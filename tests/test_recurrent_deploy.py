@@ -281,3 +281,40 @@ def test_quantize_projection_refuses(w, scale):
     from deepr_neuro.errors import ConfigError
     with pytest.raises(ConfigError):
         quantize_projection(np.asarray(w), scale, 8)
+
+
+# ---------------------------------------------------------------------------
+# The deployed graph IS the float model (delays, reset, readout step) when
+# quantization is exact: IF neurons, weights on the chip's grid
+# ---------------------------------------------------------------------------
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_exactly_representable_float_model_equals_emulator(seed):
+    from deepr_neuro.convert.recurrent import deploy_recurrent
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+    from deepr_neuro.simulate.emulator import EmulatorBackend
+    from deepr_neuro.training.recurrent import LifParams, RecurrentModel, RecurrentSpec
+
+    rng = np.random.default_rng(seed)
+    enc = FrameEncoding(steps_per_frame=2, scale=2.0, signed=True)
+    spec = RecurrentSpec(n_in=6, n_rec=7, n_out=3, encoding=enc, rec=LifParams(du=4095, dv=0, vth=64),
+                         out=LifParams(du=4095, dv=0, vth=131071))
+    pot = spec.potential()
+    # even multiples of 1/64, |w| < 2: exact in float32 and on the 8-bit grid (W = w * 64 * 2 at weight_exp -1)
+    w = {k: (rng.integers(-32, 64, m.shape) * 2).astype(np.float32) / 64 for k, m in pot.items()}
+    masks = {k: m & (rng.random(m.shape) < 0.7) for k, m in pot.items()}
+    model = RecurrentModel(spec, w, masks)
+    frames = rng.normal(0, 1, (5, 6, 3)).astype(np.float32)
+    lengths = rng.integers(1, 7, 5)
+    dep = deploy_recurrent(model, 8, (-7, 7), frames, lengths)
+    spikes = enc.encode(frames, lengths)
+    n_steps = lengths * 2
+    trace = model.forward(spikes, n_steps)
+    res = EmulatorBackend().run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    for b in range(5):      # every step up to each sample's end: the same spikes in rec
+        L = int(n_steps[b])
+        assert np.array_equal(res.spikes[1][b, :L], trace.z[:L, b] > 0), f"sample {b}"
+    # the readout: v_int = 64 * W_out(.) = 64 * c * v_float, up to the rounding of w_out * c
+    c = dep.scales["rec_out"]
+    assert np.allclose(res.readout_v / (64.0 * c), trace.logits, atol=0.02 * max(1.0, np.abs(trace.logits).max()))
