@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lava-samples", type=int, default=10)
     ap.add_argument("--brian2-samples", type=int, default=50)
     ap.add_argument("--run-dir", default=None, help="keep the bundle here (default: a temporary directory)")
+    ap.add_argument("--plot", default=None, help="write a figure (PNG): accuracies and emulator vs Lava time")
     args = ap.parse_args(argv)
 
     data = load_sequences("spoken-digits", seed=args.seed)
@@ -112,7 +113,36 @@ def main(argv=None) -> int:
         "brian2_seconds": rep_b2.runs["brian2"].seconds,
     }
     print(json.dumps(figures, indent=2))
+    if args.plot:
+        plot(figures, args.plot)
     return 0
+
+
+def plot(f, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = f["accuracy_full_test_set"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = ["float", "quantized float", "deployed (emulator)"]
+    vals = [100 * acc["float_test"], 100 * acc["quantized_test"], 100 * acc["snn_test"]]
+    a.bar(names, vals, color=["#777", "#9ab", "#36a"])
+    for i, v in enumerate(vals):
+        a.text(i, v + 0.3, f"{v:.2f} %", ha="center", fontsize=8)
+    a.set_ylim(min(vals) - 5, 100)
+    a.set_ylabel("spoken digits test accuracy (%)")
+    a.set_title(f"{f['n_rec']} recurrent LIF, " + ("dense" if f["connectivity"] is None
+                                                    else f"{100 * f['connectivity']:.0f} % fixed masks"), fontsize=9)
+    a.tick_params(axis="x", labelsize=8)
+    t = [f["emulator_seconds_batched"], f["emulator_seconds_one_by_one"], f["lava_seconds"]]
+    b.bar(["emulator\n(batched)", "emulator\n(one by one)", "Lava fixed_pt"], t, color=["#36a", "#69c", "#c63"])
+    b.set_yscale("log")
+    b.set_ylabel(f"seconds for {f['lava_samples']} test sequences")
+    b.set_title(f"Lava / emulator: {f['lava_over_emulator_one_by_one']:.0f}x (one by one), "
+                f"{f['lava_over_emulator_batched']:.0f}x (batched)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
