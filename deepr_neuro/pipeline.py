@@ -60,7 +60,16 @@ def load_integer_graph(run_dir: Path):
     manifest, arrays = load_bundle(run_dir, need_fit=True)
     if "snn" not in manifest:
         raise BundleError(f"{run_dir}: not exported yet; run `deepr-neuro export {run_dir}` first")
-    return manifest, arrays, integer_graph_from_arrays(arrays, manifest["graph"])
+    graph = integer_graph_from_arrays(arrays, manifest["graph"])
+    if is_recurrent(manifest):
+        from deepr_neuro.convert.recurrent import spike_graph_from_manifest
+        graph = spike_graph_from_manifest(graph, manifest, f"{run_dir}/manifest.json")
+    return manifest, arrays, graph
+
+
+def is_recurrent(manifest: Dict) -> bool:
+    """A recurrent run (the R1/R2 contract): model.kind 'recurrent' or a 'recurrent' block."""
+    return (manifest.get("model") or {}).get("kind") == "recurrent" or "recurrent" in manifest
 
 
 def runnable(graph):
@@ -94,6 +103,13 @@ def activity_table(net, result) -> Tuple[str, Dict]:
                               "total_spikes": act.total_spikes, "total_synops": act.total_synops}
 
 
+def say_to(progress: bool):
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+    return say
+
+
 CALIBRATION_VAL_SAMPLES = 3000  # validation samples the threshold calibration simulates
 
 
@@ -124,12 +140,17 @@ def export_run(run_dir: Path, steps: Optional[int] = None, target: str = "lava",
     from deepr_neuro.convert.quantize import float_accuracy
 
     run_dir = Path(run_dir)
+    given_steps = steps
     steps = DEFAULT_STEPS if steps is None else check_steps(steps)
     if calibration_samples is not None:
         check_samples(calibration_samples, "--calibration-samples")
     if target != "lava":
         raise ConfigError(f"--to: unknown deployment target {str(target)[:40]!r}; the one target is 'lava'")
     manifest, arrays = load_bundle(run_dir, need_fit=True, for_export=True)
+    if is_recurrent(manifest):
+        from deepr_neuro.convert.recurrent import export_recurrent
+        _no_steps(given_steps, run_dir)
+        return export_recurrent(run_dir, manifest, arrays, weight_bits=weight_bits, target=target, say=say_to(progress))
     profile = HardwareProfile.from_dict(manifest["profile"], source=manifest.get("profile_path") or "manifest")
     if weight_bits is None:
         weight_bits = manifest["training"].get("weight_bits")
@@ -228,6 +249,8 @@ def simulate_run(run_dir: Path, backend: str = "emulator", samples: Optional[int
     if steps is not None:
         check_steps(steps)
     manifest, _, net = load_integer_network(run_dir)
+    if is_recurrent(manifest):
+        return simulate_recurrent(run_dir, manifest, net, backend, samples, steps, as_json)
     data = run_dataset(manifest)
     steps = check_steps(steps if steps is not None else manifest["snn"]["steps_per_sample"])
     n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
@@ -259,12 +282,75 @@ def crosscheck_run(run_dir: Path, samples: int = 20, steps: Optional[int] = None
     if steps is not None:
         check_steps(steps)
     manifest, _, net = load_integer_network(run_dir)
+    if is_recurrent(manifest):
+        return crosscheck_recurrent(run_dir, manifest, net, samples, steps, backends, as_json)
     data = run_dataset(manifest)
     steps = check_steps(steps if steps is not None else manifest["snn"]["steps_per_sample"])
     n = min(int(samples), len(data.y_test))
     if n < 1:
         raise DataError(f"data set {data.name!r}: the test set is empty; nothing to compare")
     report = crosscheck(net, data.x_test[:n], data.y_test[:n], steps, backends=backends or None)
+    if as_json:
+        return json.dumps(report.to_json(), indent=2), report.integer_backends_agree
+    return report.to_table(), report.integer_backends_agree
+
+
+def _no_steps(steps, run_dir) -> None:
+    if steps is not None:
+        raise ConfigError(f"--steps: {run_dir} is a recurrent run; each sample runs its own frames x "
+                          "steps_per_frame steps (the bundle's encoding), so --steps is not taken")
+
+
+def simulate_recurrent(run_dir: Path, manifest: Dict, graph, backend: str, samples: Optional[int],
+                       steps: Optional[int], as_json: bool) -> Tuple[str, bool]:
+    """The first ``samples`` test sequences through a backend: each sample its own n*S steps,
+    batches sorted by length; class = largest final v of the readout."""
+    from deepr_neuro.convert.recurrent import activity, load_run_sequences, run_sequences
+    from deepr_neuro.simulate.backends import get_backend
+
+    _no_steps(steps, run_dir)
+    data = load_run_sequences(manifest)
+    n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
+    if n < 1:
+        raise DataError(f"data set {data.name!r}: the test set is empty; nothing to simulate")
+    sim = get_backend(backend)
+    S = int(graph.encoding.steps_per_frame)
+    t0 = time.perf_counter()
+    v, counts, _, _ = run_sequences(sim, graph, data.x_test[:n], data.len_test[:n])
+    seconds = time.perf_counter() - t0
+    acc = float(np.mean(np.argmax(v, axis=1) == data.y_test[:n]))
+    act = activity(graph, counts, data.len_test[:n] * S)
+    figures = {"backend": backend, "samples": n, "steps_per_frame": S, "readout": "final_v",
+               "accuracy": acc, "seconds": seconds, "seconds_per_sample": seconds / n, **act}
+    if as_json:
+        return json.dumps(figures, indent=2), True
+    lines = [f"{backend}: {n} test sequences x (frames x {S} steps): accuracy {100 * acc:.2f} %, "
+             f"{seconds:.2f} s ({1000 * seconds / n:.2f} ms per sample)",
+             f"{'population':<10} {'neurons':>8} {'spikes/inference':>17} {'synops/inference':>17}"]
+    for p in graph.populations:
+        lines.append(f"{p.name:<10} {p.n:>8} {act['spikes_per_inference'][p.name]:>17.1f} "
+                     f"{act['synops_per_inference'][p.name]:>17.1f}")
+    return "\n".join(lines), True
+
+
+def crosscheck_recurrent(run_dir: Path, manifest: Dict, graph, samples: int, steps: Optional[int],
+                         backends, as_json: bool) -> Tuple[str, bool]:
+    """Every backend on the first ``samples`` test sequences, one batch of max(n_i)*S steps:
+    identical spikes in every population and step and identical final v across integer backends."""
+    from deepr_neuro.convert.recurrent import load_run_sequences
+    from deepr_neuro.simulate.crosscheck import DEFAULT_BACKENDS, crosscheck
+
+    _no_steps(steps, run_dir)
+    data = load_run_sequences(manifest)
+    n = min(int(samples), len(data.y_test))
+    if n < 1:
+        raise DataError(f"data set {data.name!r}: the test set is empty; nothing to compare")
+    S = int(graph.encoding.steps_per_frame)
+    L = data.len_test[:n].astype(np.int64)
+    T = int(L.max())
+    spikes = graph.encoding.encode(data.x_test[:n, :T], L)
+    report = crosscheck(graph, spikes, data.y_test[:n], T * S, backends=backends or DEFAULT_BACKENDS,
+                        n_steps=L * S)
     if as_json:
         return json.dumps(report.to_json(), indent=2), report.integer_backends_agree
     return report.to_table(), report.integer_backends_agree

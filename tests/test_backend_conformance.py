@@ -371,3 +371,70 @@ def test_approximate_backend_classifies_like_emulator(backend):
     agreement = float(np.mean(ref.predictions() == got.predictions()))
     assert agreement >= APPROX_CLASS_AGREEMENT, \
         f"{backend.name}: {100 * agreement:.0f}% of classes agree with the emulator"
+
+
+# ---------------------------------------------------------------------------
+# Spike-source input and final-v readout (recurrent networks): every backend
+# ---------------------------------------------------------------------------
+
+def spike_recurrent_graph(seed=0, n_in=4, n_rec=5, n_out=3):
+    """input (spike source) -> rec (leaky, recurrent, no self-loops) -> out (non-spiking
+    integrator, vth max): the shape a trained recurrent run deploys to."""
+    import dataclasses
+
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+    from deepr_neuro.network.integer_network import (InputEncoding, IntegerGraph, NeuronParams, Population,
+                                                     Projection)
+
+    rng = np.random.default_rng(seed)
+
+    def proj(name, pre, post, w, e):
+        rows, cols = np.nonzero(w)
+        return Projection(name, pre, post, rows.astype(np.int32), cols.astype(np.int32),
+                          w[rows, cols].astype(np.int32), e, 8)
+
+    def lif(n, vth, du, dv):
+        return NeuronParams(vth=vth, du=du, dv=dv, bias_exp=0, bias_mant=np.zeros(n, np.int32))
+
+    w_in = rng.integers(-40, 200, (n_rec, n_in)) * (rng.random((n_rec, n_in)) < 0.7)
+    w_rec = rng.integers(-120, 120, (n_rec, n_rec)) * (rng.random((n_rec, n_rec)) < 0.6)
+    np.fill_diagonal(w_rec, 0)
+    w_out = rng.integers(-100, 100, (n_out, n_rec))
+    g = IntegerGraph(
+        populations=(Population("input", lif(n_in, 0, 0, 0)), Population("rec", lif(n_rec, 400, 800, 250)),
+                     Population("out", lif(n_out, 131071, 4095, 0))),
+        projections=(proj("in_rec", "input", "rec", w_in, 3), proj("rec_rec", "rec", "rec", w_rec, 2),
+                     proj("rec_out", "rec", "out", w_out, 0)),
+        encoding=InputEncoding(1, 0), readout="out")
+    g = dataclasses.replace(g, input_kind="spikes", readout_kind="final_v", encoding=FrameEncoding(3))
+    lengths = np.array([4, 9, 1, 7]) * 3
+    spikes = rng.random((4, 27, n_in)) < 0.4
+    spikes &= (np.arange(27)[None, :] < lengths[:, None])[:, :, None]
+    return g, spikes, lengths
+
+
+def test_spike_source_and_final_v_match_emulator(backend):
+    g, spikes, lengths = spike_recurrent_graph()
+    ref = get_backend("emulator").run(g, spikes, 27, record_spikes=True, n_steps=lengths)
+    got = backend.run(g, spikes, 27, record_spikes=True, n_steps=lengths)
+    assert ref.counts[1].sum() > 0 and ref.readout_kind == got.readout_kind == "final_v"
+    assert np.array_equal(got.spikes[0], spikes)              # the source replays the trains as given
+    assert got.readout_v.shape == (4, 3)
+    if backend.exact:
+        assert_same_spikes(ref, got, backend.name)
+        assert np.array_equal(ref.readout_v, got.readout_v)
+        assert got.readout_v.dtype.kind == "i"
+    assert np.array_equal(got.predictions(), np.argmax(got.readout_v, axis=1))
+
+
+def test_final_v_does_not_depend_on_batch_company(backend):
+    """A sample's final v is the same run alone, in a batch, and with longer samples after it."""
+    g, spikes, lengths = spike_recurrent_graph(seed=3)
+    together = backend.run(g, spikes, 27, n_steps=lengths)
+    for i in (0, 2):
+        L = int(lengths[i])
+        alone = backend.run(g, spikes[i:i + 1, :L], L)
+        assert np.allclose(alone.readout_v[0], together.readout_v[i])
+        padded = backend.run(g, spikes[i:i + 1], 27, n_steps=lengths[i:i + 1])
+        assert np.array_equal(padded.counts[1][0], together.counts[1][i])
+        assert np.allclose(padded.readout_v[0], together.readout_v[i])

@@ -145,8 +145,12 @@ def _lif_node(pop: Population):
 def graph_to_nir(graph) -> "nir.NIRGraph":  # noqa: F821
     """The integer graph (or chain network) as a NIR graph; see the module docstring for the mapping.
     Refuses (ConfigError naming the population or projection) what NIR cannot carry."""
-    nir = _nir()
     g = as_graph(graph)
+    if getattr(g, "input_kind", "bias") != "bias" or getattr(g, "readout_kind", "spike_count") != "spike_count":
+        raise ConfigError("--to nir: this network has a spike-source input and a final-v readout (a recurrent "
+                          "run); its NIR export is not written yet: deploy it with --to lava (the run's "
+                          "integer bundle)")
+    nir = _nir()
     names = [p.name for p in g.populations] + [q.name for q in g.projections]
     for name in names:
         if not isinstance(name, str) or not NAME_RE.match(name):

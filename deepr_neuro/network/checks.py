@@ -15,8 +15,10 @@ import numpy as np
 
 from deepr_neuro.errors import BackendError
 from deepr_neuro.network.fixed_point import LAVA_LIMITS
-from deepr_neuro.network.integer_network import (IntegerGraph, IntegerNetwork, NeuronParams, Population,
-                                                 Projection, as_graph, chain_to_graph)
+from deepr_neuro.network.frame_encoding import FrameEncoding
+from deepr_neuro.network.integer_network import (INPUT_KINDS, READOUT_KINDS, IntegerGraph, IntegerNetwork,
+                                                 NeuronParams, Population, Projection, as_graph,
+                                                 chain_to_graph)
 
 _MAX_REPR = 200
 
@@ -132,13 +134,25 @@ def check_graph(graph: Union[IntegerGraph, IntegerNetwork]) -> IntegerGraph:
             core = _integer_array(f"population {p.name!r}", "core", p.core)
             if core.size != p.n:
                 raise BackendError(f"population {p.name!r}.core: {core.size} entries for {p.n} neurons")
+    input_kind = getattr(graph, "input_kind", "bias")
+    readout_kind = getattr(graph, "readout_kind", "spike_count")
+    if input_kind not in INPUT_KINDS:
+        raise BackendError(f"graph.input_kind: {_cut(input_kind)} is not one of {', '.join(INPUT_KINDS)}")
+    if readout_kind not in READOUT_KINDS:
+        raise BackendError(f"graph.readout_kind: {_cut(readout_kind)} is not one of "
+                           f"{', '.join(READOUT_KINDS)}")
     enc = graph.encoding
-    gain, shift = enc.gain, enc.shift
-    if isinstance(gain, (bool, np.bool_)) or isinstance(shift, (bool, np.bool_)) \
-            or not isinstance(gain, (int, np.integer)) or not isinstance(shift, (int, np.integer)) \
-            or gain < 0 or not 0 <= shift <= 31:
-        raise BackendError(f"input encoding: gain {_cut(gain)} must be an integer >= 0 and shift "
-                           f"{_cut(shift)} an integer in 0..31")
+    if input_kind == "spikes":
+        if not isinstance(enc, FrameEncoding):
+            raise BackendError(f"graph.encoding: a spike-source input needs a FrameEncoding (how frames "
+                               f"become spike trains), got {type(enc).__name__}")
+    else:
+        gain, shift = getattr(enc, "gain", None), getattr(enc, "shift", None)
+        if isinstance(gain, (bool, np.bool_)) or isinstance(shift, (bool, np.bool_)) \
+                or not isinstance(gain, (int, np.integer)) or not isinstance(shift, (int, np.integer)) \
+                or gain < 0 or not 0 <= shift <= 31:
+            raise BackendError(f"input encoding: gain {_cut(gain)} must be an integer >= 0 and shift "
+                               f"{_cut(shift)} an integer in 0..31")
     seen = set()
     sizes = {p.name: p.n for p in pops}
     for q in graph.projections:
@@ -158,6 +172,9 @@ def check_graph(graph: Union[IntegerGraph, IntegerNetwork]) -> IntegerGraph:
         _check_projection(where, q, sizes[q.pre], sizes[q.post])
     if graph.readout not in sizes:
         raise BackendError(f"graph.readout: no population named {_cut(graph.readout)}")
+    if readout_kind == "final_v" and graph.readout == pops[0].name:
+        raise BackendError(f"graph.readout: {graph.readout!r} is the input population; a final_v readout "
+                           "reads the v of a LIF population, choose a population a projection enters")
     return graph
 
 
@@ -193,3 +210,43 @@ def check_inputs(graph: Union[IntegerGraph, IntegerNetwork], x_uint8: np.ndarray
     check_range("input (encoded sample)", "bias_mant", bias,
                 hint="lower the input encoding's gain or raise its shift")
     return bias.astype(np.int32)
+
+
+def check_spike_inputs(graph: IntegerGraph, spikes, steps: int, n_steps=None):
+    """Validate a batch for a spike-source input; return (spikes bool (n, steps, n_inputs),
+    last step index of each sample (n,) int64).
+
+    ``spikes``: 0/1 (bool or integer) trains, one row per chip step; ``n_steps``:
+    each sample's own length in steps (1..steps; default: all ``steps``). Steps
+    at or after a sample's length must be silent (padding).
+    """
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(steps) or int(steps) != steps or steps < 0:
+        raise BackendError(f"steps: must be a non-negative integer (got {_cut(steps)})")
+    steps = int(steps)
+    x = np.asarray(spikes)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] != steps or x.shape[2] != graph.n_inputs:
+        raise BackendError(f"inputs: a spike-source input expects spike trains of shape (n_samples, "
+                           f"{steps} steps, {graph.n_inputs} channels), got {np.shape(spikes)}")
+    if x.dtype != bool:
+        if x.dtype.kind not in "iu":
+            raise BackendError(f"inputs: spike trains must be bool or integer 0/1, got dtype {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise BackendError(f"inputs: spike trains must be 0 or 1, got values in [{x.min()}, {x.max()}]")
+        x = x.astype(bool)
+    n = x.shape[0]
+    if n_steps is None:
+        last = np.full(n, steps - 1, np.int64)
+    else:
+        L = np.asarray(n_steps)
+        if L.shape != (n,) or L.dtype.kind not in "iu" or (n and (L.min() < 1 or L.max() > steps)):
+            raise BackendError(f"n_steps: expected {n} integer sample lengths in 1..{steps} "
+                               f"(got {_cut(L)})")
+        L = L.astype(np.int64)
+        pad = np.arange(steps)[None, :] >= L[:, None]
+        if x.size and np.any(x & pad[:, :, None]):
+            raise BackendError("inputs: spikes after a sample's length (n_steps); padding steps must be silent")
+        last = L - 1
+    return x, last

@@ -153,20 +153,36 @@ class Projection:
     num_weight_bits: int
 
 
+INPUT_KINDS = ("bias", "spikes")
+READOUT_KINDS = ("spike_count", "final_v")
+
+
 @dataclass(frozen=True)
 class IntegerGraph:
     """Populations and projections, all integers: what every backend runs.
 
-    ``populations[0]`` is the input population: no projection may enter it;
-    per sample its bias_mant is the base bias plus ``encoding`` of the sample
-    (:meth:`encode`). ``readout`` names the population whose spike counts
-    decide the class (most spikes; ties to the lowest index).
+    ``populations[0]`` is the input population: no projection may enter it.
+    ``input_kind`` says how a sample drives it:
+
+    * ``"bias"`` (MLPs): per sample its bias_mant is the base bias plus
+      ``encoding`` (an :class:`InputEncoding`) of the sample (:meth:`encode`);
+    * ``"spikes"`` (recurrent networks): it is a spike source replaying given
+      integer spike trains (n_samples, steps, n_inputs), made by ``encoding``
+      (a :class:`~deepr_neuro.network.frame_encoding.FrameEncoding`) from the
+      frames; its LIF parameters are unused (Lava: a ``RingBuffer``).
+
+    ``readout`` names the population that decides the class; ``readout_kind``
+    how: ``"spike_count"`` (most spikes) or ``"final_v"`` (largest v at each
+    sample's own last step, the integrator readout of a recurrent network);
+    ties go to the lowest index either way.
     """
 
     populations: Tuple[Population, ...]
     projections: Tuple[Projection, ...]
-    encoding: InputEncoding
+    encoding: object
     readout: str
+    input_kind: str = "bias"
+    readout_kind: str = "spike_count"
 
     @property
     def input(self) -> Population:

@@ -261,13 +261,18 @@ class Brian2Backend(Backend):
         self.name = "brian2" if mode == "integer" else "brian2-float"
         self.exact = mode == "integer"
 
-    def _simulate(self, graph: IntegerGraph, bias_in: np.ndarray, steps: int, counts, spikes) -> None:
+    def _simulate(self, graph: IntegerGraph, bias_in: np.ndarray, steps: int, counts, spikes,
+                  last=None, readout_v=None) -> None:
         sizes = graph.sizes
         index = {name: k for k, name in enumerate(graph.names)}
         weights = [chip_weights(q, sizes[index[q.pre]], sizes[index[q.post]]) for q in graph.projections]
         for start in range(0, bias_in.shape[0], self.batch_size):
             stop = min(start + self.batch_size, bias_in.shape[0])
-            c, s = self._run_batch(graph, weights, bias_in[start:stop], steps, spikes is not None)
+            c, s, v_end = self._run_batch(graph, weights, bias_in[start:stop], steps, spikes is not None,
+                                          readout_v is not None)
+            if readout_v is not None:      # v_end (batch, steps, n_out): v after each step
+                rows = np.arange(stop - start)
+                readout_v[start:stop] = v_end[rows, last[start:stop]]
             for k in range(len(sizes)):
                 counts[k][start:stop] = c[k]
                 if spikes is not None:
@@ -310,7 +315,7 @@ class Brian2Backend(Backend):
         return group
 
     def _run_batch(self, graph: IntegerGraph, weights: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
-                   bias_in: np.ndarray, steps: int, record_spikes: bool):
+                   bias_in: np.ndarray, steps: int, record_spikes: bool, record_v: bool = False):
         import brian2 as b2
         cls = self._codeobj_class()
         n_batch = bias_in.shape[0]
@@ -326,6 +331,14 @@ class Brian2Backend(Backend):
         groups = []
         for k, pop in enumerate(graph.populations):
             p = pop.neurons
+            if k == 0 and graph.input_kind == "spikes":   # a spike source replaying the trains
+                smp, t, ch = np.nonzero(bias_in)
+                group = b2.SpikeGeneratorGroup(
+                    sizes[0] * n_batch, (smp * sizes[0] + ch).astype(np.int64),
+                    t.astype(np.float64) * b2.ms, dt=1.0 * b2.ms, codeobj_class=cls, name="source*")
+                groups.append(group)
+                objects.append(group)
+                continue
             if k == 0:
                 bias = effective_bias(bias_in.reshape(-1), p.bias_exp)
             else:
@@ -367,6 +380,11 @@ class Brian2Backend(Backend):
                                     name=f"spikes{k}*")
                     for k, g in enumerate(groups)]
         objects += monitors
+        k_out = graph.index(graph.readout)
+        if record_v:   # v after each step's update (the readout never spikes, so after reset too)
+            vmon = b2.StateMonitor(groups[k_out], "v", record=True, when="end", codeobj_class=cls,
+                                   name="readout_v*")
+            objects.append(vmon)
         network = b2.Network(*objects)
         network.run(steps * b2.ms, namespace={}, level=0)
         counts = []
@@ -381,4 +399,9 @@ class Brian2Backend(Backend):
                 t = np.rint(np.asarray(mon.t_[:]) / 1e-3).astype(np.int64)
                 train[i // n, t, i % n] = True
                 trains.append(train)
-        return counts, trains
+        v_end = None
+        if record_v:
+            n = sizes[k_out]
+            v_end = np.asarray(vmon.v[:]).reshape(n_batch, n, steps).transpose(0, 2, 1)
+            v_end = v_end.astype(np.int64) if self.mode == "integer" else v_end.astype(np.float64)
+        return counts, trains, v_end

@@ -42,7 +42,7 @@ import numpy as np
 from deepr_neuro.simulate.backends import Backend, SimResult, get_backend
 from deepr_neuro.simulate.registry import unavailable_reason
 from deepr_neuro.errors import ConfigError
-from deepr_neuro.network.integer_network import IntegerNetwork
+from deepr_neuro.network.integer_network import IntegerNetwork, as_graph
 
 DEFAULT_BACKENDS = ("emulator", "lava", "brian2", "brian2-float")
 
@@ -58,6 +58,8 @@ class BackendRun:
     error: Optional[str] = None
     accuracy: Optional[float] = None
     classification_agreement: Optional[float] = None  # vs the reference
+    #: final-v readout identical to the reference's (None: no final-v readout, or not compared)
+    readout_v_identical: Optional[bool] = None
 
     @property
     def ok(self) -> bool:
@@ -116,6 +118,8 @@ class CrosscheckReport:
                 return False
         if not self.runs[self.reference].ok or not self.compared:
             return False
+        if any(run.exact and run.readout_v_identical is False for run in self.runs.values()):
+            return False
         return all(a.identical for a in self.layers if self.runs[a.backend].exact)
 
     def verdict(self) -> str:
@@ -137,6 +141,8 @@ class CrosscheckReport:
         """Same spikes as the reference everywhere (None if either run failed)."""
         if not (self.runs[name].ok and self.runs[self.reference].ok):
             return None
+        if self.runs[name].readout_v_identical is False:
+            return False
         return all(a.identical for a in self.agreement(name))
 
     # ------------------------------------------------------------- output
@@ -165,6 +171,7 @@ class CrosscheckReport:
                     "accuracy": num(run.accuracy),
                     "classification_agreement": num(run.classification_agreement),
                     "identical": self._identical(name),
+                    "readout_v_identical": run.readout_v_identical,
                     "per_layer": [
                         {
                             "layer": a.layer,
@@ -206,6 +213,8 @@ class CrosscheckReport:
                 same = self._identical(name)
                 status = "identical" if same else (
                     "DIFFERS" if run.exact else "differs (not exact by design)")
+                if run.readout_v_identical is not None:
+                    status += "; final v " + ("identical" if run.readout_v_identical else "DIFFERS")
             lines.append(
                 f"{name:<14} {'integer' if run.exact else 'float':<7} "
                 f"{run.seconds:>8.2f} {pct(run.accuracy):>9} "
@@ -274,7 +283,7 @@ def _resolve(backend: Union[str, Backend]) -> Backend:
 def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray],
                steps: int,
                backends: Optional[Sequence[Union[str, Backend]]] = None,
-               reference: Optional[str] = None) -> CrosscheckReport:
+               reference: Optional[str] = None, n_steps=None) -> CrosscheckReport:
     """Run ``net`` on every backend with the same samples and compare them.
 
     ``backends`` holds registry names (:func:`deepr_neuro.simulate.backends.get_backend`)
@@ -283,6 +292,10 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
     None, then accuracies are None. ``backends=None`` means DEFAULT_BACKENDS less
     those that cannot run here (Lava on Python 3.13+), listed in
     ``report.skipped`` with the reason; a backend named explicitly must run.
+    A graph with a spike-source input takes spike
+    trains (n_samples, steps, n_inputs) and ``n_steps`` (each sample's length);
+    with a final-v readout, an integer backend must also give the reference's
+    final v exactly.
     """
     skipped: Dict[str, str] = {}
     if backends is None:
@@ -290,7 +303,8 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
         backends = [n for n in DEFAULT_BACKENDS if n not in skipped]
     if not backends:
         raise ConfigError("crosscheck: backends: give at least one backend")
-    x = np.atleast_2d(np.asarray(x_uint8))
+    spike_input = as_graph(net).input_kind == "spikes"
+    x = np.asarray(x_uint8) if spike_input else np.atleast_2d(np.asarray(x_uint8))
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ConfigError(f"crosscheck: steps must be a positive integer (got {str(steps)[:40]})")
     if x.shape[0] < 1:
@@ -321,7 +335,8 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
     for name, backend in zip(names, objs):
         t0 = time.perf_counter()
         try:
-            result = backend.run(net, x, steps, record_spikes=True)
+            result = (backend.run(net, x, steps, record_spikes=True, n_steps=n_steps) if spike_input
+                      else backend.run(net, x, steps, record_spikes=True))
             error = None
         except Exception as exc:  # recorded: a crashed backend is a disagreement
             result, error = None, f"{type(exc).__name__}: {exc}"
@@ -331,7 +346,8 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
             run.accuracy = float(np.mean(result.predictions() == y))
         runs[name] = run
 
-    layer_names = ["input"] + [layer.name for layer in net.layers]
+    layer_names = (["input"] + [layer.name for layer in net.layers] if isinstance(net, IntegerNetwork)
+                   else list(as_graph(net).names))
     report = CrosscheckReport(reference=reference, n_samples=int(x.shape[0]),
                               steps=int(steps), layer_names=layer_names, runs=runs,
                               skipped=skipped)
@@ -347,6 +363,9 @@ def crosscheck(net: IntegerNetwork, x_uint8: np.ndarray, y: Optional[np.ndarray]
             float(np.mean(run.result.predictions() == ref_pred)) if ref_pred.size else None)
         if name == reference:
             continue
+        if ref_run.result.readout_v is not None and run.exact:
+            run.readout_v_identical = bool(run.result.readout_v is not None and np.array_equal(
+                run.result.readout_v, ref_run.result.readout_v))
         for layer, lname in enumerate(layer_names):
             report.layers.append(compare_layer(name, layer, lname, ref_run.result, run.result))
     return report

@@ -196,7 +196,8 @@ class EmulatorBackend(Backend):
             raise BackendError(f"EmulatorBackend.chunk: must be an integer >= 1 (got {chunk!r})")
         self.chunk = int(chunk)
 
-    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes) -> None:
+    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes,
+                  last=None, readout_v=None) -> None:
         sizes = graph.sizes
         index = {name: k for k, name in enumerate(graph.names)}
         projections = [(index[q.pre], index[q.post], effective_weights(q, (sizes[index[q.post]],
@@ -206,16 +207,23 @@ class EmulatorBackend(Backend):
                            for p in graph.populations[1:]]
         for lo in range(0, bias.shape[0], self.chunk):
             hi = min(lo + self.chunk, bias.shape[0])
-            self._run_chunk(graph, bias[lo:hi], steps, projections, biases, counts, spikes, lo, hi)
+            self._run_chunk(graph, bias[lo:hi], steps, projections, biases, counts, spikes, lo, hi,
+                            None if last is None else last[lo:hi], readout_v)
 
     @staticmethod
-    def _run_chunk(graph, bias_mant, steps, projections, biases, counts, spikes, lo, hi):
+    def _run_chunk(graph, bias_mant, steps, projections, biases, counts, spikes, lo, hi,
+                   last=None, readout_v=None):
         batch = hi - lo
         pops = graph.populations
         n_pops = len(pops)
         p0 = pops[0].neurons
-        table, index = _input_table(effective_bias(bias_mant, p0.bias_exp).T, p0, steps)
-        counts[0][lo:hi] = table.sum(axis=1, dtype=np.int32)[index].T
+        source = graph.input_kind == "spikes"    # bias_mant holds the spike trains (batch, steps, n_in)
+        if source:
+            counts[0][lo:hi] = bias_mant.sum(axis=1, dtype=np.int32)
+        else:
+            table, index = _input_table(effective_bias(bias_mant, p0.bias_exp).T, p0, steps)
+            counts[0][lo:hi] = table.sum(axis=1, dtype=np.int32)[index].T
+        k_out = graph.index(graph.readout) if readout_v is not None else None
         u = [None] + [np.zeros((p.n, batch), np.int32) for p in pops[1:]]
         v = [None] + [np.zeros((p.n, batch), np.int32) for p in pops[1:]]
         cnt = [None] + [np.zeros((p.n, batch), np.int32) for p in pops[1:]]
@@ -224,7 +232,7 @@ class EmulatorBackend(Backend):
         pending = [None] * len(projections)
         s = [None] * n_pops
         for t in range(steps):
-            s[0] = table[:, t][index]                    # input spikes (n_in, batch)
+            s[0] = bias_mant[:, t].T if source else table[:, t][index]   # input spikes (n_in, batch)
             if spikes is not None:
                 spikes[0][lo:hi, t] = s[0].T
             arriving = pending
@@ -234,6 +242,10 @@ class EmulatorBackend(Backend):
                     if arriving[j] is not None:
                         a_in = arriving[j] if a_in is None else a_in + arriving[j]  # int32, wraps as Lava
                 s[k] = lif_step(u[k], v[k], a_in, biases[k], pops[k].neurons)
+                if k == k_out:                           # final v: after each sample's own last step
+                    done = np.flatnonzero(last == t)
+                    if done.size:
+                        readout_v[lo + done] = v[k][:, done].T
                 cnt[k] += s[k]
                 if spikes is not None:
                     spikes[k][lo:hi, t] = s[k].T

@@ -26,6 +26,16 @@ once per ``run`` call and every sample goes through it:
   With that, every population at a sample's first step receives nothing,
   exactly like a fresh network: "each sample starts from zero state".
 
+A graph with a spike-source input (``input_kind == "spikes"``) has a
+``RingBuffer`` (lava.proc.io.source, fixed_pt model: int32 data) instead of
+the input LIF, holding every sample's trains back to back, (n_inputs,
+n_samples * steps): it sends column ``time_step - 1`` at each step, so sample
+k's step t at global step k*steps + t + 1, into the first Sparse exactly as an
+input LIF's spikes would (one step of delay: spikes of step t reach ``rec`` at
+t + 1). A final-v readout is read with ``v.get()`` after running each sample
+exactly to its own last step; the rest of the sample's ``steps`` (silent
+padding) then runs so every sample still spans ``steps`` global steps.
+
 Spikes leave through ``Extractor`` processes (one message per step and
 population) because ``Var.get`` moves values one at a time and would dominate
 the run.
@@ -84,6 +94,7 @@ def _import_lava():
         from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
+        from lava.proc.io.source import RingBuffer  # noqa: F401 (checked here, used by _simulate)
     except Exception as exc:  # ImportError, or a Lava module that fails at import
         raise BackendError(absent_message(exc)) from exc
     return RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel, LIFReset, Sparse
@@ -109,9 +120,12 @@ class LavaBackend(Backend):
         #: wall-clock seconds of each sample of the last run (the first includes Lava's compile)
         self.sample_seconds = []
 
-    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes) -> None:
+    def _simulate(self, graph: IntegerGraph, bias: np.ndarray, steps: int, counts, spikes,
+                  last=None, readout_v=None) -> None:
         (RunSteps, Loihi2SimCfg, Extractor, PyLoihiExtractorModel,
          LIFReset, Sparse) = _import_lava()
+        from lava.proc.io.source import PySendModelFixed, RingBuffer
+        source = graph.input_kind == "spikes"
 
         def lif(p: NeuronParams, bias_mant: np.ndarray, name: str):
             return LIFReset(shape=(p.n,), du=int(p.du), dv=int(p.dv), vth=int(p.vth),
@@ -120,7 +134,11 @@ class LavaBackend(Backend):
                             reset_offset=1, name=name)
 
         pops = graph.populations
-        neurons = {pops[0].name: lif(pops[0].neurons, bias[0], "input")}
+        if source:   # all samples back to back: column k*steps + t is sample k's step t
+            data = np.ascontiguousarray(bias.transpose(2, 0, 1).reshape(pops[0].n, -1)).astype(np.int32)
+            neurons = {pops[0].name: RingBuffer(data=data)}
+        else:
+            neurons = {pops[0].name: lif(pops[0].neurons, bias[0], "input")}
         for k, pop in enumerate(pops[1:], start=1):
             neurons[pop.name] = lif(pop.neurons, pop.neurons.bias_mant, f"lif{k}_{pop.name}")
         synapses = []
@@ -137,19 +155,30 @@ class LavaBackend(Backend):
             neurons[pop.name].s_out.connect(tap.in_port)
             taps.append(tap)
 
-        cfg = Loihi2SimCfg(select_tag="fixed_pt",
-                           exception_proc_model_map={Extractor: PyLoihiExtractorModel})
-        head = neurons[pops[0].name]
+        exceptions = {Extractor: PyLoihiExtractorModel}
+        if source:
+            exceptions[RingBuffer] = PySendModelFixed
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exceptions)
+        head = neurons[pops[1].name] if source and len(pops) > 1 else neurons[pops[0].name]
+        out = neurons[graph.readout] if readout_v is not None else None
         train = [np.zeros((steps, pop.n), bool) for pop in pops]
         self.sample_seconds = []
         try:
             for s in range(bias.shape[0]):
                 t0 = time.perf_counter()
                 if s > 0:
-                    head.bias_mant.set(bias[s].astype(np.int32))
+                    if not source:
+                        head.bias_mant.set(bias[s].astype(np.int32))
                     for syn in synapses:
                         syn.a_buff.set(np.zeros(syn.a_buff.shape, dtype=np.int32))
-                head.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                if out is None:
+                    head.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+                else:
+                    first = int(last[s]) + 1     # run exactly to the sample's last step, read v
+                    head.run(condition=RunSteps(num_steps=first), run_cfg=cfg)
+                    readout_v[s] = np.asarray(out.v.get()).astype(np.int64)
+                    if first < steps:
+                        head.run(condition=RunSteps(num_steps=steps - first), run_cfg=cfg)
                 for k, tap in enumerate(taps):
                     for t in range(steps):
                         train[k][t] = tap.receive() != 0

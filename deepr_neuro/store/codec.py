@@ -12,7 +12,8 @@ several projections into one population need no new keys:
 * ``proj/<projection>/weight``     float32 trained weight (trained)
 * ``proj/<projection>/qweight``    int32 chip weight (export)
 * ``proj/<projection>/weight_exp|num_weight_bits``  int64 scalars (export)
-* ``input/gain``, ``input/shift``  int64 scalars of the input encoding (export)
+* ``input/gain``, ``input/shift``  int64 scalars of the input encoding (export; 0 and 0 for a
+  spike-source input, whose FrameEncoding is the manifest's ``snn.input`` block)
 * ``rewired_per_step``             int32 training record (optional)
 
 The manifest's ``graph`` block names the populations (size, role, core
@@ -138,8 +139,11 @@ def graph_layers_view(manifest: Mapping[str, Any]) -> List[Dict[str, Any]]:
 def integer_graph_to_arrays(graph: IntegerGraph) -> Dict[str, np.ndarray]:
     """The export arrays of an integer graph (version 2 names). The populations'
     ``core`` arrays are the trained placement and are not written here."""
-    out: Dict[str, np.ndarray] = {"input/gain": np.int64(graph.encoding.gain),
-                                  "input/shift": np.int64(graph.encoding.shift)}
+    spikes = getattr(graph, "input_kind", "bias") == "spikes"
+    # a spike-source input has no bias encoding: gain 0, shift 0 (its FrameEncoding is in the
+    # manifest's ``snn.input`` block)
+    out: Dict[str, np.ndarray] = {"input/gain": np.int64(0 if spikes else graph.encoding.gain),
+                                  "input/shift": np.int64(0 if spikes else graph.encoding.shift)}
     for p in graph.populations:
         n = p.neurons
         out.update({pop_key(p.name, "vth"): np.int64(n.vth), pop_key(p.name, "du"): np.int64(n.du),
