@@ -7,9 +7,9 @@
 set -e
 OUT=${1:-runs/rsnn_figures}
 mkdir -p "$OUT"
-run() { name=$1; shift; rm -rf "$OUT/$name"
+run() { name=$1; shift
   /usr/bin/time -f "$name peak_rss_kb %M wall %e" deepr-neuro train --profile hardware_profiles/loihi.yaml \
-    --out "$OUT/$name" --no-progress "$@" > "$OUT/$name.log" 2>&1; tail -1 "$OUT/$name.log" >> "$OUT/rss.txt"; }
+    --out "$OUT/$name" --overwrite --no-progress "$@" > "$OUT/$name.log" 2>&1; tail -1 "$OUT/$name.log" >> "$OUT/rss.txt"; }
 S=models/spoken_digits_rsnn.yaml
 run dense   --model $S --method dense
 run deepr10 --model $S --method deepr --connectivity 0.1
