@@ -2,6 +2,7 @@
 # Reproduce the README's sweep tables and plots (resumable: rerun to continue).
 #   bash benchmarks/run_sweeps.sh digits    # about 80 seconds on 2 cores
 #   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
+#   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 7 minutes on 2 cores
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,13 @@ case "${1:-digits}" in
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/lenet300_100.yaml --dataset fashion-mnist \
         --connectivity 1.0 --methods deepr,fixed-sparse --seeds 3 --lr 0.05 \
         --out benchmarks/results/sweep_fmnist_dense_lr ;;
+  spoken)
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
+        --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
+        --out benchmarks/results/sweep_spoken_digits --no-progress
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits --no-progress
+    "$dn" plot benchmarks/results/sweep_spoken_digits ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
@@ -37,5 +45,5 @@ case "${1:-digits}" in
         --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
         --methods deepr,soft-deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 --out benchmarks/results/sweep_mnist
     "$dn" plot benchmarks/results/sweep_mnist ;;
-  *) echo "usage: $0 digits|fmnist|mnist DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 digits|fmnist|spoken|mnist DIR" >&2; exit 2 ;;
 esac
