@@ -97,7 +97,9 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
     """Energy / latency / NeuroBench per inference on the run's test set at each steps-per-sample.
 
     The profile is the run's own (its manifest's copy) unless ``profile_path`` names another
-    (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way."""
+    (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way.
+    A recurrent run is run as ``simulate`` runs it and gives one row, at the exported steps per
+    frame (it was trained at that S; ``steps`` is refused)."""
     from deepr_neuro.estimate.cost import PRESILICON_NOTE
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.pipeline import check_samples, check_steps, run_dataset

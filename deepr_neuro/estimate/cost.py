@@ -18,6 +18,13 @@ is measured on a chip. Counting rules (per inference = per test sample, averaged
   routing is taken to overlap with that work. Latency per inference = the sum over its steps;
   inferences per second = 1 / latency (one sample at a time, no pipelining).
 
+Recurrent runs (spike-source input, samples of different lengths n_i * S run in padded
+batches): every count above is taken over each sample's own steps only (``n_steps``; the
+network keeps spiking after a sample's input ends, and that padding is not the sample's
+cost); latency is the sum over its own steps; per-inference figures are means over samples.
+The spike-source input is not a neuron compartment: no updates, no encoding layer in the
+NeuroBench footprint / dense ops, no MACs (every input is a spike: ACs only).
+
 NeuroBench-style metrics follow NeuroBench's definitions (``neurobench/metrics/``) on the
 network as NIR readers build it (:mod:`deepr_neuro.interop.nir_io`): footprint = bytes of the
 dense float32 parameters of every Affine node (input encoding included) plus three float32
