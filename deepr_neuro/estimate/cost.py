@@ -18,6 +18,13 @@ is measured on a chip. Counting rules (per inference = per test sample, averaged
   routing is taken to overlap with that work. Latency per inference = the sum over its steps;
   inferences per second = 1 / latency (one sample at a time, no pipelining).
 
+Recurrent runs (spike-source input, samples of different lengths n_i * S run in padded
+batches): every count above is taken over each sample's own steps only (``n_steps``; the
+network keeps spiking after a sample's input ends, and that padding is not the sample's
+cost); latency is the sum over its own steps; per-inference figures are means over samples.
+The spike-source input is not a neuron compartment: no updates, no encoding layer in the
+NeuroBench footprint / dense ops, no MACs (every input is a spike: ACs only).
+
 NeuroBench-style metrics follow NeuroBench's definitions (``neurobench/metrics/``) on the
 network as NIR readers build it (:mod:`deepr_neuro.interop.nir_io`): footprint = bytes of the
 dense float32 parameters of every Affine node (input encoding included) plus three float32
@@ -67,7 +74,7 @@ class Estimate:
     """Per-inference figures (means over the samples) and their breakdowns."""
 
     samples: int
-    steps: int
+    steps: float  # steps per inference (a spike-source run: the mean of each sample's own n_i * S)
     synaptic_ops: float
     neuron_updates_active: float
     neuron_updates_inactive: float
@@ -99,11 +106,19 @@ class Estimate:
         return d
 
 
-def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] = None) -> Estimate:
+def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] = None,
+             n_steps: Optional[np.ndarray] = None) -> Estimate:
     """Costs of one inference from an emulator result recorded with ``record_spikes=True``.
 
-    ``x_uint8`` (the samples simulated) gives NeuroBench's MACs of the input encoding."""
+    ``x_uint8`` (the samples simulated) gives NeuroBench's MACs of the input encoding.
+    ``n_steps`` (spike-source graphs: each sample's own length, a batch ran ``steps`` =
+    max of them) restricts every count to each sample's own steps: spikes, updates and
+    step times after a sample's end (batch padding) are not counted; its latency is the
+    sum over its own steps. A spike-source input is not a neuron compartment (the chip
+    receives its spikes): it has no neuron updates; its spikes cost messages and synaptic
+    operations as any other."""
     g = as_graph(graph)
+    source = getattr(g, "input_kind", "bias") == "spikes"
     if result.spikes is None:
         raise ConfigError("estimate: the simulation result has no spike trains; run the backend with "
                           "record_spikes=True")
@@ -116,6 +131,16 @@ def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] =
         if s.shape != (n_s, steps, p.n):
             raise ConfigError(f"estimate: spikes of population {p.name!r} have shape {s.shape}, expected "
                               f"({n_s}, {steps}, {p.n}); simulate this graph with these steps")
+    if n_steps is None:
+        valid = None
+        own = np.full(n_s, steps, np.int64)
+    else:
+        own = np.asarray(n_steps, np.int64).reshape(-1)
+        if own.shape != (n_s,) or own.min() < 1 or own.max() > steps:
+            raise ConfigError(f"estimate: n_steps must give each of the {n_s} samples a length in 1..{steps} "
+                              f"(got shape {own.shape})")
+        valid = np.arange(steps)[None, :] < own[:, None]          # (n_s, steps): the sample's own steps
+        spikes = [s & valid[:, :, None] for s in spikes]
     em = getattr(profile, "energy", None)
     cores = _cores(g, profile)
     used = np.unique(np.concatenate([c for c in cores if c.size] or [np.zeros(0, np.int64)]))
@@ -169,15 +194,22 @@ def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] =
     for i, p in enumerate(g.populations):
         bias = np.asarray(p.neurons.bias_mant) != 0
         if i == 0:
-            active[i] |= True if x_uint8 is None else (np.asarray(g.encode(x_uint8)) != 0)[:, None, :]
+            if source:
+                active[i][:] = False                     # a spike source: no neuron compartments
+            else:
+                active[i] |= True if x_uint8 is None else (np.asarray(g.encode(x_uint8)) != 0)[:, None, :]
         else:
             active[i] |= bias[None, None, :]
+        if valid is not None:
+            active[i] &= valid[:, :, None]
     n_total = sum(p.n for p in g.populations)
+    n_updated = n_total - (g.populations[0].n if source else 0)
     act = float(sum(a.sum() for a in active))
-    updates = float(n_total) * steps * n_s
+    updates = float(n_updated) * float(own.sum())
     spikes_total = float(sum(s.sum() for s in spikes))
     per = 1.0 / n_s
-    nb = neurobench(g, spikes_total * per, acs_total * per, steps, x_uint8)
+    nb = neurobench(g, spikes_total * per, acs_total * per, steps if valid is None else float(own.mean()),
+                    None if source else x_uint8)
     notes = []
     energy = step_ns = latency = ips = None
     bottleneck = share = None
@@ -194,6 +226,8 @@ def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] =
         act_core = np.zeros((n_s, steps, n_cores))
         n_core = np.zeros(n_cores)
         for i, p in enumerate(g.populations):
+            if source and i == 0:
+                continue
             c = cores[i]
             np.add.at(n_core, c, 1.0)
             a = active[i].reshape(n_s * steps, p.n).astype(np.float64)
@@ -202,18 +236,26 @@ def estimate(graph, result, profile, steps: int, x_uint8: Optional[np.ndarray] =
         work = (syn_core * em.synaptic_op_ns + act_core * em.neuron_update_active_ns
                 + (n_core[None, None, :] - act_core) * em.neuron_update_inactive_ns)
         barrier = em.barrier_ns(tiles)
-        per_step = work.max(axis=2) + barrier              # (n_s, steps)
-        step_ns = float(per_step.mean())
-        latency = float(per_step.sum(axis=1).mean()) / 1000.0
+        if valid is None:
+            per_step = work.max(axis=2) + barrier              # (n_s, steps)
+            step_ns = float(per_step.mean())
+            latency = float(per_step.sum(axis=1).mean()) / 1000.0
+            mean_work = work.mean(axis=(0, 1))
+            bottleneck = int(np.argmax(mean_work))
+            slowest = work.argmax(axis=2)
+            share = float(np.mean(slowest == bottleneck))
+        else:                                                   # each sample's own steps only
+            per_step = np.where(valid, work.max(axis=2) + barrier, 0.0)
+            step_ns = float(per_step.sum() / own.sum())
+            latency = float(per_step.sum(axis=1).mean()) / 1000.0
+            mean_work = work[valid].mean(axis=0)
+            bottleneck = int(np.argmax(mean_work))
+            share = float(np.mean(work[valid].argmax(axis=1) == bottleneck))
         ips = 1e6 / latency if latency > 0 else None
-        mean_work = work.mean(axis=(0, 1))
-        bottleneck = int(np.argmax(mean_work))
-        slowest = work.argmax(axis=2)
-        share = float(np.mean(slowest == bottleneck))
     else:
         notes.append(f"{getattr(profile, 'source', 'the profile')}: no 'energy:' block (no published "
                      "per-operation figures): operation counts and NeuroBench metrics only")
-    return Estimate(samples=n_s, steps=steps, synaptic_ops=synops_total * per,
+    return Estimate(samples=n_s, steps=steps if valid is None else float(own.mean()), synaptic_ops=synops_total * per,
                     neuron_updates_active=act * per, neuron_updates_inactive=(updates - act) * per,
                     messages_within_tile=messages_in * per, hops_east_west=hops_x * per,
                     hops_north_south=hops_y * per, spikes=spikes_total * per, cores_used=int(used.size),
@@ -226,9 +268,10 @@ def neurobench(g: IntegerGraph, spikes: float, synops: float, steps: int,
                x_uint8: Optional[np.ndarray] = None) -> Dict[str, float]:
     """NeuroBench's metrics of one inference (definitions in the module docstring)."""
     n_in = g.n_inputs
+    enc = 0 if getattr(g, "input_kind", "bias") == "spikes" else n_in   # a spike source has no encoding layer
     dense_proj = float(sum(g.n_in(q) * g.n_out(q) for q in g.projections))
     nnz = float(sum(int(np.count_nonzero(chip_weight_matrix(q, g.n_in(q), g.n_out(q)))) for q in g.projections))
-    footprint = 4 * (n_in * n_in + n_in + sum(g.n_in(q) * g.n_out(q) + g.n_out(q) for q in g.projections)) \
+    footprint = 4 * (enc * enc + enc + sum(g.n_in(q) * g.n_out(q) + g.n_out(q) for q in g.projections)) \
         + 4 * 3 * len(g.populations)
     macs = None
     if x_uint8 is not None:
@@ -240,7 +283,7 @@ def neurobench(g: IntegerGraph, spikes: float, synops: float, steps: int,
         "activation_sparsity": 1.0 - spikes / (n_total * steps) if n_total and steps else 0.0,
         "synaptic_operations_effective_acs": synops,
         "synaptic_operations_effective_macs": macs,
-        "synaptic_operations_dense": float(steps * (dense_proj + n_in * n_in)),
+        "synaptic_operations_dense": float(steps * (dense_proj + enc * enc)),
     }
 
 
@@ -273,12 +316,17 @@ def combine(parts: List[Estimate]) -> Estimate:
             votes[p.bottleneck_core] = votes.get(p.bottleneck_core, 0.0) + wi * (p.bottleneck_share or 0.0)
         bn = max(votes, key=votes.get)
     latency = mean("latency_us")
-    return Estimate(samples=int(sum(p.samples for p in parts)), steps=first.steps,
+    step_ns = mean("step_ns")
+    if len({p.steps for p in parts}) > 1 and step_ns is not None:   # variable lengths: mean over all steps
+        ws = np.array([p.samples * p.steps for p in parts], float)
+        step_ns = float(np.dot(ws / ws.sum(), [p.step_ns for p in parts]))
+    steps = first.steps if len({p.steps for p in parts}) == 1 else float(np.dot(w, [p.steps for p in parts]))
+    return Estimate(samples=int(sum(p.samples for p in parts)), steps=steps,
                     synaptic_ops=mean("synaptic_ops"), neuron_updates_active=mean("neuron_updates_active"),
                     neuron_updates_inactive=mean("neuron_updates_inactive"),
                     messages_within_tile=mean("messages_within_tile"), hops_east_west=mean("hops_east_west"),
                     hops_north_south=mean("hops_north_south"), spikes=mean("spikes"), cores_used=first.cores_used,
-                    tiles_used=first.tiles_used, energy_pj=mean_dict("energy_pj"), step_ns=mean("step_ns"),
+                    tiles_used=first.tiles_used, energy_pj=mean_dict("energy_pj"), step_ns=step_ns,
                     latency_us=latency, inferences_per_s=(1e6 / latency if latency else None),
                     bottleneck_core=bn, bottleneck_share=(float(np.dot(w, [p.bottleneck_share or 0.0 for p in parts
                                                                            if True])) if bn is not None else None),
