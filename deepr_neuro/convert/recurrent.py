@@ -65,7 +65,7 @@ def quantize_projection(w: np.ndarray, scale: float, num_weight_bits: int,
     need = [(peak, lim) for peak, lim in need if peak > 0 and lim > 0]
     e = lo_e
     for peak, lim in need:
-        e = max(e, min(max(int(math.ceil(math.log2(peak / lim))), lo_e), hi_e))
+        e = max(e, min(max(int(math.ceil(math.log2(peak) - math.log2(lim))), lo_e), hi_e))  # no 0 for subnormals
     while e < hi_e and any(peak / 2.0 ** e > lim for peak, lim in need):   # guard the float ceil
         e += 1
     q = np.rint(x / 2.0 ** e / step) * step
