@@ -3,9 +3,14 @@
 The float network (``training.recurrent``) is already the chip's update in
 threshold units, so deployment is weight quantization and nothing else:
 
-* ``in_rec``, ``rec_rec`` (into a spiking population of threshold ``vth``):
-  ``W = round(w * vth / 2**weight_exp)``, so that ``W * 2**weight_exp * 64``
-  (what one spike adds to u) over ``vth * 64`` (the threshold) is ``w``;
+* ``in_rec``, ``rec_rec`` (into a spiking population of trained threshold
+  ``vth``): ``W = round(w * vth' / 2**weight_exp)`` with the chip threshold
+  ``vth' = vth * k`` (k in [1, 4), :func:`rec_threshold`: least squared
+  rounding error, so the largest weights use the 8-bit range rather than half
+  of it), so that ``W * 2**weight_exp * 64`` (what one spike adds to u) over
+  ``vth' * 64`` (the threshold) is ``w``: below threshold the LIF is linear, so
+  scaling the threshold and every weight into the population together keeps
+  the float network's dynamics;
 * ``rec_out`` (into the non-spiking readout): the readout's units are free
   (argmax does not care), so ``vth`` is replaced by a scale ``c`` chosen from
   the training data so that the largest |v| the float readout reaches on it,
@@ -34,7 +39,7 @@ from deepr_neuro.network.frame_encoding import FrameEncoding
 from deepr_neuro.network.integer_network import IntegerGraph, NeuronParams, Population, Projection
 
 __all__ = ["READOUT_VTH", "quantize_projection", "readout_scale", "deploy_recurrent", "Deployed",
-           "dequantized_weights"]
+           "dequantized_weights", "rec_threshold"]
 
 READOUT_VTH = LAVA_LIMITS["vth"][1]      # 131071: the readout never reaches it
 READOUT_HEADROOM = 0.5                   # float readout peak maps to half the readout threshold
