@@ -80,7 +80,10 @@ def test_export_writes_spike_source_graph_and_snn_block(exported, capsys):
     assert g.population("out").neurons.vth == READOUT_VTH
     assert all(int(b) == 0 for p in g.populations for b in p.neurons.bias_mant)
     rec = g.population("rec").neurons
-    assert (rec.du, rec.dv, rec.vth) == (model.spec.rec.du, model.spec.rec.dv, model.spec.rec.vth)
+    assert (rec.du, rec.dv) == (model.spec.rec.du, model.spec.rec.dv)
+    # the chip threshold is the trained one scaled by k in [1, 4) (weights into rec scaled alike)
+    assert model.spec.rec.vth <= rec.vth < 4 * model.spec.rec.vth and rec.vth == snn["deploy"]["rec_vth"]
+    assert snn["deploy"]["rec_weight_sq_error"] <= snn["deploy"]["rec_weight_sq_error_at_trained_vth"]
     assert g.population("rec").core is not None and len(set(g.population("rec").core.tolist())) == 2
 
 
@@ -97,7 +100,7 @@ def test_exported_weights_are_rounded_float_weights_on_lavas_grid(exported):
         step = weight_step(q.num_weight_bits, "mixed") * 2.0 ** q.weight_exp / scale
         assert np.max(np.abs(dequantized_weights(qw, q.weight_exp, scale) - w)) <= step / 2 + 1e-9
         if q.name != "rec_out":
-            assert scale == model.spec.rec.vth                               # W = round(w * vth / 2**e)
+            assert scale == g.population("rec").neurons.vth                 # W = round(w * vth' / 2**e)
 
 
 def test_deployed_network_close_to_float(exported):
@@ -275,6 +278,12 @@ def test_quantize_projection_on_grid_and_nearest(ws, scale, bits, exp_range):
         assert np.max(np.abs(dequantized_weights(qw, e, scale) - w)) <= step / 2 + 1e-9 * max(1, np.abs(w).max())
 
 
+@pytest.mark.parametrize("w", [[-5e-324], [5e-324, -5e-324], [1e-310]])
+def test_quantize_projection_subnormal_weights_round_to_zero(w):
+    qw, e, info = quantize_projection(np.asarray(w), 1.0, 1)
+    assert e == -7 and not qw.any() and info["clipped"] == 0
+
+
 @pytest.mark.parametrize("w,scale", [([np.nan], 1.0), ([np.inf], 1.0), ([1.0], 0.0), ([1.0], float("nan")),
                                      ([1.0], -2.0)])
 def test_quantize_projection_refuses(w, scale):
@@ -317,4 +326,93 @@ def test_exactly_representable_float_model_equals_emulator(seed):
         assert np.array_equal(res.spikes[1][b, :L], trace.z[:L, b] > 0), f"sample {b}"
     # the readout: v_int = 64 * W_out(.) = 64 * c * v_float, up to the rounding of w_out * c
     c = dep.scales["rec_out"]
-    assert np.allclose(res.readout_v / (64.0 * c), trace.logits, atol=0.02 * max(1.0, np.abs(trace.logits).max()))
+    # an IF readout sums one rounded weight per rec spike: at most (rec spikes) x (largest rounding error)
+    err = dep.info["projections"]["rec_out"]["max_abs_error"]
+    for b in range(5):
+        bound = int(res.spikes[1][b, :int(n_steps[b])].sum()) * err + 1e-6 * max(1.0, np.abs(trace.logits[b]).max())
+        assert np.all(np.abs(res.readout_v[b] / (64.0 * c) - trace.logits[b]) <= bound), f"sample {b}"
+
+
+# ---------------------------------------------------------------------------
+# Activity over each sample's own steps: independent of how samples are batched
+# ---------------------------------------------------------------------------
+
+def _small_graph(seed):
+    from deepr_neuro.convert.recurrent import deploy_recurrent
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+    from deepr_neuro.training.recurrent import LifParams, RecurrentModel, RecurrentSpec
+
+    rng = np.random.default_rng(seed)
+    enc = FrameEncoding(steps_per_frame=2, scale=2.0, signed=True)
+    spec = RecurrentSpec(n_in=6, n_rec=9, n_out=3, encoding=enc, rec=LifParams.from_tau(2.0, 8.0, vth=64))
+    pot = spec.potential()
+    w = {k: rng.normal(0, 0.8, m.shape).astype(np.float32) for k, m in pot.items()}
+    model = RecurrentModel(spec, w, {k: m & (rng.random(m.shape) < 0.8) for k, m in pot.items()})
+    frames = rng.normal(0, 1.5, (11, 8, 3)).astype(np.float32)
+    lengths = rng.integers(1, 9, 11)
+    return deploy_recurrent(model, 8, (-7, 7), frames, lengths).graph, frames, lengths
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12))
+def test_activity_does_not_depend_on_batching(seed, batch_size):
+    from deepr_neuro.convert.recurrent import activity, run_sequences
+    from deepr_neuro.simulate.emulator import EmulatorBackend
+
+    g, frames, lengths = _small_graph(seed)
+    S = g.encoding.steps_per_frame
+    ref_v, ref_counts, _, _ = run_sequences(EmulatorBackend(), g, frames, lengths, batch_size=1)  # no padding
+    v, counts, res, _ = run_sequences(EmulatorBackend(), g, frames, lengths, batch_size=batch_size)
+    assert np.array_equal(v, ref_v)
+    for a, b in zip(counts, ref_counts):
+        assert np.array_equal(a, b)
+    assert activity(g, counts, lengths * S) == activity(g, ref_counts, lengths * S)
+    assert all(r.spikes is None for r in res)          # recorded only to count, not returned
+    # and the counts are each sample's own steps of one padded run of everything at once
+    full = EmulatorBackend().run(g, g.encoding.encode(frames[:, :lengths.max()], lengths), int(lengths.max()) * S,
+                                 record_spikes=True, n_steps=lengths * S)
+    for k, c in enumerate(counts):
+        own = np.stack([full.spikes[k][i, :lengths[i] * S].sum(axis=0) for i in range(len(lengths))])
+        assert np.array_equal(c, own)
+
+
+def test_activity_of_trained_network_does_not_depend_on_batching(exported):
+    from deepr_neuro.convert.recurrent import activity, load_run_sequences, run_sequences
+    from deepr_neuro.simulate.emulator import EmulatorBackend
+
+    run, _ = exported
+    _, _, g = load_integer_graph(run)
+    data = load_run_sequences(read_manifest(run))
+    x, L = data.x_test[:40], data.len_test[:40]
+    S = g.encoding.steps_per_frame
+    acts = [activity(g, run_sequences(EmulatorBackend(), g, x, L, batch_size=b)[1], L * S) for b in (1, 7, 64)]
+    assert acts[0] == acts[1] == acts[2]
+    assert acts[0]["total_spikes"] > 0
+
+
+# ---------------------------------------------------------------------------
+# The recurrent population's chip threshold
+# ---------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.sampled_from([16, 64, 1024, 5000, 16383, 20000]), st.integers(2, 8),
+       st.floats(0.01, 20))
+def test_rec_threshold_never_worse_and_in_range(seed, vth, bits, spread):
+    from deepr_neuro.convert.recurrent import REC_VTH_MAX, rec_threshold
+
+    rng = np.random.default_rng(seed)
+    W = {"in_rec": rng.normal(0, spread, (5, 7)), "rec_rec": rng.standard_cauchy((7, 7)) * spread}
+    masks = {k: rng.random(w.shape) < 0.6 for k, w in W.items()}
+    t, info = rec_threshold(W, masks, vth, bits, (-7, 7))
+    assert isinstance(t, int) and info["rec_vth"] == t and info["rec_vth_trained"] == vth
+    assert vth <= t and (t == vth or t <= REC_VTH_MAX) and t < 4 * vth
+    assert info["rec_weight_sq_error"] <= info["rec_weight_sq_error_at_trained_vth"]
+
+
+def test_rec_threshold_keeps_vth_of_exact_weights_and_empty_projections():
+    from deepr_neuro.convert.recurrent import rec_threshold
+
+    w = {"in_rec": np.array([[2 / 64, -4 / 64], [1.0, 0.5]]), "rec_rec": np.zeros((2, 2))}
+    m = {"in_rec": np.ones((2, 2), bool), "rec_rec": np.zeros((2, 2), bool)}
+    assert rec_threshold(w, m, 64, 8, (-7, 7))[0] == 64
+    assert rec_threshold(w, {k: np.zeros((2, 2), bool) for k in m}, 64, 8, (-7, 7))[0] == 64

@@ -3,9 +3,14 @@
 The float network (``training.recurrent``) is already the chip's update in
 threshold units, so deployment is weight quantization and nothing else:
 
-* ``in_rec``, ``rec_rec`` (into a spiking population of threshold ``vth``):
-  ``W = round(w * vth / 2**weight_exp)``, so that ``W * 2**weight_exp * 64``
-  (what one spike adds to u) over ``vth * 64`` (the threshold) is ``w``;
+* ``in_rec``, ``rec_rec`` (into a spiking population of trained threshold
+  ``vth``): ``W = round(w * vth' / 2**weight_exp)`` with the chip threshold
+  ``vth' = vth * k`` (k in [1, 4), :func:`rec_threshold`: least squared
+  rounding error, so the largest weights use the 8-bit range rather than half
+  of it), so that ``W * 2**weight_exp * 64`` (what one spike adds to u) over
+  ``vth' * 64`` (the threshold) is ``w``: below threshold the LIF is linear, so
+  scaling the threshold and every weight into the population together keeps
+  the float network's dynamics;
 * ``rec_out`` (into the non-spiking readout): the readout's units are free
   (argmax does not care), so ``vth`` is replaced by a scale ``c`` chosen from
   the training data so that the largest |v| the float readout reaches on it,
@@ -34,7 +39,7 @@ from deepr_neuro.network.frame_encoding import FrameEncoding
 from deepr_neuro.network.integer_network import IntegerGraph, NeuronParams, Population, Projection
 
 __all__ = ["READOUT_VTH", "quantize_projection", "readout_scale", "deploy_recurrent", "Deployed",
-           "dequantized_weights"]
+           "dequantized_weights", "rec_threshold"]
 
 READOUT_VTH = LAVA_LIMITS["vth"][1]      # 131071: the readout never reaches it
 READOUT_HEADROOM = 0.5                   # float readout peak maps to half the readout threshold
@@ -65,7 +70,7 @@ def quantize_projection(w: np.ndarray, scale: float, num_weight_bits: int,
     need = [(peak, lim) for peak, lim in need if peak > 0 and lim > 0]
     e = lo_e
     for peak, lim in need:
-        e = max(e, min(max(int(math.ceil(math.log2(peak / lim))), lo_e), hi_e))
+        e = max(e, min(max(int(math.ceil(math.log2(peak) - math.log2(lim))), lo_e), hi_e))  # no 0 for subnormals
     while e < hi_e and any(peak / 2.0 ** e > lim for peak, lim in need):   # guard the float ceil
         e += 1
     q = np.rint(x / 2.0 ** e / step) * step
@@ -113,6 +118,42 @@ def readout_scale(model, x, lengths) -> Tuple[float, float]:
     return READOUT_HEADROOM * READOUT_VTH / peak, peak
 
 
+REC_VTH_MAX = READOUT_VTH >> 3     # v stays 8x below Lava's 24-bit clip at the threshold
+REC_VTH_CANDIDATES = 64            # thresholds tried: vth * 2**(i/32), i < 64 (up to 4x)
+
+
+def rec_threshold(W: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], vth: int, num_weight_bits: int,
+                  exp_range: Tuple[int, int]) -> Tuple[int, Dict]:
+    """The chip threshold of the recurrent population: ``vth * k`` (k in [1, 4)) whose
+    quantization of in_rec and rec_rec (both at scale ``vth * k``) has the smallest summed
+    squared error in threshold units. Exact for the float network: below threshold the
+    integer LIF is linear, so v, u, every weight into the population and the threshold
+    scale together; only the rounding of the weights (and of the decays) changes. The
+    power-of-two weight_exp alone leaves the largest weight between half and all of the
+    8-bit range; a threshold between vth and 4 vth lets it use (nearly) all of it.
+    Ties keep the smaller threshold (an exactly representable network keeps ``vth``)."""
+    ws = [np.asarray(W[n], np.float64)[np.asarray(masks[n], bool)] for n in ("in_rec", "rec_rec")]
+
+    def sq_error(t: int) -> float:
+        total = 0.0
+        for w in ws:
+            if w.size:
+                q, e, _ = quantize_projection(w, float(t), num_weight_bits, exp_range)
+                total += float(np.sum((dequantized_weights(q, e, float(t)) - w) ** 2))
+        return total
+
+    base = sq_error(vth)
+    best, best_err = vth, base
+    if vth < REC_VTH_MAX:
+        for i in range(1, REC_VTH_CANDIDATES):
+            t = min(int(round(vth * 2.0 ** (i / 32))), REC_VTH_MAX)
+            err = sq_error(t)
+            if err < best_err:
+                best, best_err = t, err
+    return best, {"rec_vth": int(best), "rec_vth_trained": int(vth),
+                  "rec_weight_sq_error": best_err, "rec_weight_sq_error_at_trained_vth": base}
+
+
 @dataclass
 class Deployed:
     graph: IntegerGraph
@@ -133,14 +174,15 @@ def deploy_recurrent(model, num_weight_bits: int, exp_range: Tuple[int, int], x_
         raise ConfigError(f"model kind {spec.kind!r}: only a spiking recurrent network deploys to a chip "
                           "(the 'rate' kind is the non-spiking reference)")
     c_out, peak = readout_scale(model, x_cal, len_cal)
-    scales = {"in_rec": float(spec.rec.vth), "rec_rec": float(spec.rec.vth), "rec_out": c_out}
     W = model.effective()
+    rec_vth, vth_info = rec_threshold(W, model.masks, int(spec.rec.vth), num_weight_bits, exp_range)
+    scales = {"in_rec": float(rec_vth), "rec_rec": float(rec_vth), "rec_out": c_out}
     cores = dict(cores or {})
     zeros = {n: np.zeros(k, np.int32) for n, k in (("input", spec.n_in), ("rec", spec.n_rec), ("out", spec.n_out))}
     pops = (
         Population("input", NeuronParams(vth=0, du=0, dv=0, bias_exp=0, bias_mant=zeros["input"]),
                    cores.get("input")),
-        Population("rec", NeuronParams(vth=int(spec.rec.vth), du=int(spec.rec.du), dv=int(spec.rec.dv),
+        Population("rec", NeuronParams(vth=int(rec_vth), du=int(spec.rec.du), dv=int(spec.rec.dv),
                                        bias_exp=0, bias_mant=zeros["rec"]), cores.get("rec")),
         Population("out", NeuronParams(vth=READOUT_VTH, du=int(spec.out.du), dv=int(spec.out.dv),
                                        bias_exp=0, bias_mant=zeros["out"]), cores.get("out")),
@@ -160,7 +202,7 @@ def deploy_recurrent(model, num_weight_bits: int, exp_range: Tuple[int, int], x_
                          input_kind="spikes", readout_kind="final_v")
     return Deployed(graph=graph, scales=scales,
                     info={"projections": per, "readout_scale": c_out, "readout_float_peak": peak,
-                          "readout_vth": READOUT_VTH, "num_weight_bits": int(num_weight_bits)})
+                          "readout_vth": READOUT_VTH, "num_weight_bits": int(num_weight_bits), **vth_info})
 
 
 def quantized_model(model, deployed: Deployed):
@@ -180,7 +222,10 @@ def run_sequences(backend, graph: IntegerGraph, x, lengths, batch_size: int = 64
                   record_spikes: bool = False):
     """Run frames (n, T, F) of the given lengths (frames) through a backend, batches
     sorted by length, each batch max(n_i) * S steps; returns (readout_v (n, n_out),
-    counts per population (n, n_k), SimResult list in batch order, order)."""
+    counts per population (n, n_k), SimResult list in batch order, order).
+
+    ``counts`` cover each sample's own ``n_i * S`` steps only (never the batch's
+    padding steps after its end), so activity does not depend on the batching."""
     enc = graph.encoding
     if not isinstance(enc, FrameEncoding):
         raise ConfigError("graph.encoding: a spike-source graph needs a FrameEncoding")
@@ -197,10 +242,13 @@ def run_sequences(backend, graph: IntegerGraph, x, lengths, batch_size: int = 64
         L = lengths[idx]
         T = int(L.max())
         spikes = enc.encode(np.asarray(x)[idx, :T], L)
-        res = backend.run(graph, spikes, T * S, record_spikes=record_spikes, n_steps=L * S)
+        res = backend.run(graph, spikes, T * S, record_spikes=True, n_steps=L * S)
         readout_v[idx] = res.readout_v
+        own = np.arange(T * S)[None, :] < (L * S)[:, None]          # (B, T*S): the sample's own steps
         for k in range(len(counts)):
-            counts[k][idx] = res.counts[k]
+            counts[k][idx] = (res.spikes[k] & own[:, :, None]).sum(axis=1, dtype=np.int64)
+        if not record_spikes:
+            res.spikes = None
         results.append(res)
     return readout_v, counts, results, order
 
