@@ -28,7 +28,7 @@ case "${1:-digits}" in
         --connectivity 1.0 --methods deepr,fixed-sparse --seeds 3 --lr 0.05 \
         --out benchmarks/results/sweep_fmnist_dense_lr ;;
   spoken)
-    # v2: the spec's L1 alpha 1e-2 (LSNN's recurrent default, all methods); v1 (alpha 0) stays in sweep_spoken_digits
+    # v2: the spec's L1 alpha 1e-2 and lr decay 0.9 (all methods); v1 (alpha 0, no decay) stays in sweep_spoken_digits
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
         --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
         --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
