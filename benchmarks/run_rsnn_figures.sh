@@ -11,13 +11,16 @@ run() { name=$1; shift
   /usr/bin/time -f "$name peak_rss_kb %M wall %e" deepr-neuro train --profile hardware_profiles/loihi.yaml \
     --out "$OUT/$name" --overwrite --no-progress "$@" > "$OUT/$name.log" 2>&1; tail -1 "$OUT/$name.log" >> "$OUT/rss.txt"; }
 S=models/spoken_digits_rsnn.yaml
-run dense   --model $S --method dense
-run deepr10 --model $S --method deepr --connectivity 0.1
-run deepr03 --model $S --method deepr --connectivity 0.03
-run fixed03 --model $S --method fixed-sparse --connectivity 0.03
-run prune03 --model $S --method prune-retrain --connectivity 0.03
-run deepr03n --model $S --method deepr --connectivity 0.03 --noise 0.3 --alpha 1e-4
-run deepr10n --model $S --method deepr --connectivity 0.1 --noise 0.3 --alpha 1e-4
+# the README's one-seed figures were made before the spec gained L1 1e-2 and lr decay 0.9
+# (sweep v2): these flags keep them reproducible (later flags still override)
+V1="--alpha 0 --lr-decay 1.0"
+run dense   --model $S $V1 --method dense
+run deepr10 --model $S $V1 --method deepr --connectivity 0.1
+run deepr03 --model $S $V1 --method deepr --connectivity 0.03
+run fixed03 --model $S $V1 --method fixed-sparse --connectivity 0.03
+run prune03 --model $S $V1 --method prune-retrain --connectivity 0.03
+run deepr03n --model $S $V1 --method deepr --connectivity 0.03 --noise 0.3 --alpha 1e-4
+run deepr10n --model $S $V1 --method deepr --connectivity 0.1 --noise 0.3 --alpha 1e-4
 R=models/spoken_digits_rate_reference.yaml
 run rate_dense   --model $R --method dense
 run rate_deepr10 --model $R --method deepr --connectivity 0.1

@@ -6,7 +6,7 @@
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dn="$root/.venv/bin/deepr-neuro"
+dn="${DEEPR_NEURO:-$root/.venv/bin/deepr-neuro}"  # DEEPR_NEURO: another deepr-neuro command
 cd "$root"
 case "${1:-digits}" in
   digits)
@@ -28,12 +28,13 @@ case "${1:-digits}" in
         --connectivity 1.0 --methods deepr,fixed-sparse --seeds 3 --lr 0.05 \
         --out benchmarks/results/sweep_fmnist_dense_lr ;;
   spoken)
+    # v2: the spec's L1 alpha 1e-2 and lr decay 0.9 (all methods); v1 (alpha 0, no decay) stays in sweep_spoken_digits
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
         --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
-        --out benchmarks/results/sweep_spoken_digits --no-progress
+        --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
-        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits --no-progress
-    "$dn" plot benchmarks/results/sweep_spoken_digits ;;
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
+    "$dn" plot benchmarks/results/sweep_spoken_digits_v2 ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
