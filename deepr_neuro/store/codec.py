@@ -158,13 +158,19 @@ def integer_graph_to_arrays(graph: IntegerGraph) -> Dict[str, np.ndarray]:
     return out
 
 
-def _scalar(arrays: Mapping, key: str) -> int:
+def _integer_array(arrays: Mapping, key: str) -> np.ndarray:
+    """``arrays[key]`` if present and of an integer dtype (values are never cast)."""
     if key not in arrays:
         raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
     a = np.asarray(arrays[key])
     if a.dtype.kind not in "iu":
         raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
                           "(values are never cast); re-run the export")
+    return a
+
+
+def _scalar(arrays: Mapping, key: str) -> int:
+    a = _integer_array(arrays, key)
     if a.size != 1:
         raise BundleError(f"network.npz: {key!r} must be a scalar (got shape {a.shape})")
     return int(a.reshape(()))
@@ -176,12 +182,7 @@ _I32 = np.iinfo(np.int32)
 def _vector(arrays: Mapping, key: str) -> np.ndarray:
     """A 1-D integer array as int32; float/complex/bool arrays or values beyond
     int32 are refused, never cast (a cast would silently change the network)."""
-    if key not in arrays:
-        raise BundleError(f"network.npz: key {key!r} is missing; re-run the export")
-    a = np.asarray(arrays[key])
-    if a.dtype.kind not in "iu":
-        raise BundleError(f"network.npz: {key!r} has dtype {a.dtype}, not an integer type "
-                          "(values are never cast); re-run the export")
+    a = _integer_array(arrays, key)
     if a.ndim != 1:
         raise BundleError(f"network.npz: {key!r} must be 1-D (got shape {a.shape}); re-run the export")
     if a.size and (a.min() < _I32.min or a.max() > _I32.max):
