@@ -194,6 +194,16 @@ def check_manifest(m: Any, mpath: str, fix: str):
     return profile, m
 
 
+def _unique_name(bad, where: str, name, taken) -> str:
+    """A population's or projection's name: a non-empty string of at most
+    MAX_NAME characters that ``taken`` does not hold yet."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise bad(f"{where}.name", f"must be a non-empty string of at most {MAX_NAME} characters, got {cut(name, 80)}")
+    if name in taken:
+        raise bad(f"{where}.name", f"{name!r} is used twice")
+    return name
+
+
 def _check_graph(m: Dict[str, Any], profile, bad) -> None:
     """The ``graph`` block: populations (input first, names unique, core ranges partitioning
     each population, core ids on the chip and used once, K_c per core), projections (pre
@@ -209,11 +219,7 @@ def _check_graph(m: Dict[str, Any], profile, bad) -> None:
         w = f"graph.populations[{i}]"
         if not isinstance(p, dict):
             raise bad(w, f"must be an object, got {cut(p, 80)}")
-        name = p.get("name")
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-            raise bad(f"{w}.name", f"must be a non-empty string of at most {MAX_NAME} characters, got {cut(name, 80)}")
-        if name in size:
-            raise bad(f"{w}.name", f"{name!r} is used twice")
+        name = _unique_name(bad, w, p.get("name"), size)
         if not _is_int(p.get("size")) or p["size"] < 1:
             raise bad(f"{w}.size", f"must be a positive integer, got {cut(p.get('size'), 80)}")
         role = p.get("role")
@@ -253,11 +259,7 @@ def _check_graph(m: Dict[str, Any], profile, bad) -> None:
         w = f"graph.projections[{i}]"
         if not isinstance(q, dict):
             raise bad(w, f"must be an object, got {cut(q, 80)}")
-        name = q.get("name")
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-            raise bad(f"{w}.name", f"must be a non-empty string of at most {MAX_NAME} characters, got {cut(name, 80)}")
-        if name in seen:
-            raise bad(f"{w}.name", f"{name!r} is used twice")
+        name = _unique_name(bad, w, q.get("name"), seen)
         seen.add(name)
         for k in ("pre", "post"):
             if not isinstance(q.get(k), str) or q[k] not in size:
