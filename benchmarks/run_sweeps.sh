@@ -31,10 +31,10 @@ case "${1:-digits}" in
     # v2: the spec's L1 alpha 1e-2 and lr decay 0.9 (all methods); v1 (alpha 0, no decay) stays in sweep_spoken_digits
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
         --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
-        --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
+        --out benchmarks/results/sweep_spoken_digits_v3 --no-progress
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
-        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
-    "$dn" plot benchmarks/results/sweep_spoken_digits_v2 ;;
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v3 --no-progress
+    "$dn" plot benchmarks/results/sweep_spoken_digits_v3 ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
