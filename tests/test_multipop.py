@@ -126,3 +126,222 @@ def test_one_population_reproduces_the_recorded_numbers(shipped, tmp_path):
             assert {k: h(v) for k, v in g.items()} == RECORDED[kind]["grads"]
         rec, _, _ = _trainer_steps(RecurrentModel, spec, s, data, tmp_path / "new")
         assert repr(rec["train_loss"]) == RECORDED["trainer"]["train_loss"]
+
+
+# ---------------------------------------------------------------- several populations: the model
+def two_pop_spec(rng, kind="spiking", feedback=True, skip=True, n=(5, 4), n_in=4, n_out=3, vth=64, **kw):
+    """input -> r1 (recurrent) -> r2 (recurrent) -> out; with ``feedback`` r2 -> r1, with
+    ``skip`` input -> r2 and r1 -> out too (two projections into r2 and into out)."""
+    lif = [LifParams(du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 1500)), vth=vth) for _ in n]
+    projs = [("in_r1", "input", "r1"), ("r1_r1", "r1", "r1"), ("r1_r2", "r1", "r2"), ("r2_r2", "r2", "r2"),
+             ("r2_out", "r2", "out")]
+    if feedback:
+        projs.append(("r2_r1", "r2", "r1"))
+    if skip:
+        projs += [("in_r2", "input", "r2"), ("r1_out", "r1", "out")]
+    return RecurrentSpec.graph(n_in, n_out, [("r1", n[0], lif[0]), ("r2", n[1], lif[1])], projs, kind=kind,
+                               out=LifParams(du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 2000)),
+                                             vth=131071), **kw)
+
+
+def _fd_grads(m, x, L, y, eps=1e-6, **kw):
+    out = {}
+    for k in m.spec.projection_names():
+        g = np.zeros_like(m.weights[k])
+        for idx in zip(*np.nonzero(m.masks[k])):
+            old = m.weights[k][idx]
+            m.weights[k][idx] = old + eps
+            lp = m.loss_and_grads(x, L, y, **kw)[0]
+            m.weights[k][idx] = old - eps
+            lm = m.loss_and_grads(x, L, y, **kw)[0]
+            m.weights[k][idx] = old
+            g[idx] = (lp - lm) / (2 * eps)
+        out[k] = g
+    return out
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), feedback=st.booleans(), skip=st.booleans(), rate_reg=st.sampled_from([0.0, 0.7]))
+def test_two_population_rate_gradients_equal_finite_differences(seed, feedback, skip, rate_reg):
+    """tanh units: BPTT through both populations (feedback r2 -> r1, two projections into a
+    population and into out, the rate regulariser over both) is the exact gradient."""
+    rng = np.random.default_rng(seed)
+    spec = two_pop_spec(rng, kind="rate", feedback=feedback, skip=skip, n=(4, 3), n_in=3)
+    masks = {k: rng.random(s) < 0.8 for k, s in spec.shapes().items()}
+    m = RecurrentModel.init(spec, seed=seed % 1000, masks=masks, dtype=np.float64, in_scale=1.5, rec_scale=1.2)
+    x = rng.random((3, 8, 3)) < 0.4
+    x[:, 0] = True                                # the longest path (r2 -> r1 -> r2 -> out) reaches step 7
+    L = np.array([8, 3, 6])
+    y = np.array([0, 2, 1])
+    kw = {"rate_reg": rate_reg, "rate_target": 0.1}
+    _, g, _ = m.loss_and_grads(x, L, y, **kw)
+    num = _fd_grads(m, x, L, y, **kw)
+    assert set(g) == set(num)
+    for k in spec.projection_names():
+        np.testing.assert_allclose(g[k], num[k], rtol=1e-5, atol=1e-8, err_msg=k)
+        assert not g[k][~m.masks[k]].any()
+        assert np.abs(g[k]).sum() > 0, k          # every projection carries gradient
+
+
+def test_two_population_forward_is_the_per_population_rule():
+    """A plain loop over steps and populations (one step of delay per projection) gives the same
+    spikes, and r2 hears the input one step after r1."""
+    rng = np.random.default_rng(5)
+    spec = two_pop_spec(rng, skip=False, vth=64)
+    masks = {k: rng.random(s) < 0.9 for k, s in spec.shapes().items()}
+    m = RecurrentModel.init(spec, seed=1, masks=masks, dtype=np.float64, in_scale=4.0, rec_scale=3.0)
+    x = rng.random((2, 12, spec.n_in)) < 0.5
+    tr = m.forward(x, np.array([12, 7]))
+    W = m.effective()
+    T = 12
+    for b in range(2):
+        st_ = {p: (np.zeros(spec.size(p)), np.zeros(spec.size(p))) for p in spec.names}
+        z = {p: np.zeros((T, spec.size(p))) for p in spec.names}
+        z["input"] = x[b].astype(float)
+        for t in range(T):
+            for p in spec.populations:
+                a = np.zeros(p.size)
+                if t:
+                    for q in spec.projections:
+                        if q.post == p.name:
+                            a = a + z[q.pre][t - 1] @ W[q.name]
+                u, v = st_[p.name]
+                u = p.lif.alpha_u * u + a
+                vh = p.lif.alpha_v * v + u
+                s = vh > 1
+                z[p.name][t] = s
+                st_[p.name] = (u, np.where(s, 0.0, vh))
+        for p in spec.names:
+            assert np.array_equal(tr.zs[p][:, b], z[p]), p
+    assert np.array_equal(tr.z, np.concatenate([tr.zs["r1"], tr.zs["r2"]], axis=2))
+    # delays: nothing in r1 before step 1, nothing in r2 before step 2
+    assert not tr.zs["r1"][0].any() and not tr.zs["r2"][:2].any()
+
+
+# ---------------------------------------------------------------- the spec
+TWO = {
+    "kind": "recurrent", "name": "tiny_two", "dataset": "spoken-digits", "max_samples": 48,
+    "encoding": {"steps_per_frame": 1, "scale": 2.0, "signed": True},
+    "recurrent": [{"name": "r1", "size": 12, "max_neurons_per_core": 6, "neuron": {"du": 900, "dv": 250, "vth": 1024}},
+                  {"name": "r2", "size": 10, "max_neurons_per_core": 5, "neuron": {"tau_syn": 3.0, "tau_mem": 9.0}}],
+    "projections": {"in_r1": {"pre": "input", "post": "r1", "connectivity": 0.3, "init_scale": 3.0},
+                    "r1_r1": {"pre": "r1", "post": "r1", "connectivity": 0.2},
+                    "r1_r2": {"pre": "r1", "post": "r2", "connectivity": 0.3, "init_scale": 3.0},
+                    "r2_r2": {"pre": "r2", "post": "r2", "connectivity": 0.2},
+                    "r2_r1": {"pre": "r2", "post": "r1", "connectivity": 0.2},
+                    "r2_out": {"pre": "r2", "post": "out", "connectivity": 0.5, "init_scale": 0.1}},
+    "training": {"epochs": 1, "batch_size": 16},
+}
+
+
+def write_spec(tmp_path: Path, data: dict, name: str = "spec.yaml") -> str:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(p)
+
+
+def test_two_population_spec_graph_budgets_and_plan():
+    from deepr_neuro.training.recurrent_spec import (RecurrentModelSpec, build_recurrent_plan, lif_params,
+                                                     population_lif_params, projection_budgets)
+
+    spec = RecurrentModelSpec.from_dict(TWO, source="two.yaml")
+    assert not spec.is_single and [n for n, _ in spec.populations()] == ["r1", "r2"]
+    k = projection_budgets(spec, 0.1)
+    assert k == {"in_r1": round(0.1 * 26 * 12), "r1_r1": round(0.1 * 12 * 11), "r1_r2": round(0.1 * 12 * 10),
+                 "r2_r2": round(0.1 * 10 * 9), "r2_r1": round(0.1 * 10 * 12), "r2_out": 50}
+    assert projection_budgets(spec, dense=True)["r2_r2"] == 90
+    lifs = population_lif_params(spec)
+    assert lifs["r2"] == LifParams.from_tau(3.0, 9.0) and lif_params(spec)[0] == lifs["r1"]
+    cs = recurrent_core_spec(spec)
+    assert cs.names == ("r1", "r2") and cs.n_rec == 22 and list(cs.shapes()) == list(TWO["projections"])
+    plan = build_recurrent_plan(load_profile(LOIHI), spec, TrainSettings.from_spec(spec))
+    assert [lp.name for lp in plan.layers] == ["r1", "r2", "out"]
+    assert [s.projection for s in plan.layers[0].sources] == ["in_r1", "r1_r1", "r2_r1"]
+    assert [s.projection for s in plan.layers[1].sources] == ["r1_r2", "r2_r2"]
+    assert [len(lp.cores) for lp in plan.layers[:2]] == [2, 2]
+    # the shipped stacked spec: r1 128 + r2 128 over 8 cores
+    stacked = load_any_model_spec(ROOT / "models" / "spoken_digits_rsnn_stacked.yaml")
+    plan = build_recurrent_plan(load_profile(LOIHI), stacked, TrainSettings.from_spec(stacked))
+    assert [(lp.name, len(lp.cores)) for lp in plan.layers] == [("r1", 4), ("r2", 4), ("out", 1)]
+    # the one-population format is unchanged
+    one = load_any_model_spec(ROOT / "models" / "spoken_digits_rsnn.yaml")
+    assert one.is_single and one.projection_ends() == {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"),
+                                                       "rec_out": ("rec", "out")}
+
+
+def _pops(*edits):
+    pops = [dict(p) for p in TWO["recurrent"]]
+    for i, key, val in edits:
+        if val is None:
+            pops[i].pop(key)
+        else:
+            pops[i][key] = val
+    return pops
+
+
+def _projs(**changes):
+    out = {k: dict(v) for k, v in TWO["projections"].items()}
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k)
+        else:
+            out[k] = {**out.get(k, {"connectivity": 0.2}), **v}
+    return out
+
+
+SPEC_REFUSALS = [
+    ("unknown pre", {"projections": _projs(r1_r2={"pre": "r0"})}, "projections.r1_r2.pre", "unknown population"),
+    ("unknown post", {"projections": _projs(r1_r2={"post": "r3"})}, "projections.r1_r2.post", "unknown population"),
+    ("into input", {"projections": _projs(r1_in={"pre": "r1", "post": "input"})}, "projections.r1_in.post",
+     "into the input"),
+    ("out of out", {"projections": _projs(out_r1={"pre": "out", "post": "r1"})}, "projections.out_r1.pre",
+     "projects nowhere"),
+    ("no pre", {"projections": _projs(r1_r2={"pre": None}) | {"r1_r2": {"post": "r2", "connectivity": 0.3}}},
+     "projections.r1_r2.pre", "required"),
+    ("r2 unreached", {"projections": _projs(r1_r2=None, r2_r1=None, r2_out=None,
+                                            r1_out={"pre": "r1", "post": "out", "connectivity": 0.3})},
+     "recurrent[1]", "no input reaches"),
+    ("out unreachable", {"projections": _projs(r2_out=None)}, "projections", "unreachable"),
+    ("dead end", {"projections": _projs(r2_out=None, r2_r1=None,
+                                        r1_out={"pre": "r1", "post": "out", "connectivity": 0.3})},
+     "recurrent[1]", "reaches no readout"),
+    ("duplicate population", {"recurrent": _pops((1, "name", "r1"))}, "recurrent[1].name", "named twice"),
+    ("reserved input", {"recurrent": _pops((0, "name", "input"))}, "recurrent[0].name", "reserved"),
+    ("reserved out", {"recurrent": _pops((1, "name", "out"))}, "recurrent[1].name", "reserved"),
+    ("unnamed", {"recurrent": _pops((1, "name", None))}, "recurrent[1].name", "needs a name"),
+    ("repeated pair", {"projections": _projs(again={"pre": "r1", "post": "r2"})}, "projections.again", "repeats"),
+    ("projection named as population", {"projections": _projs(r2={"pre": "r1", "post": "out"})}, "projections.r2",
+     "name of a population"),
+    ("self on one neuron", {"recurrent": _pops((1, "size", 1), (1, "max_neurons_per_core", None))},
+     "projections.r2_r2", "at least 2 neurons"),
+    ("bad size in list", {"recurrent": _pops((0, "size", 0))}, "recurrent[0].size", "must be > 0"),
+    ("unknown key in list", {"recurrent": _pops((0, "sise", 3))}, "recurrent[0].sise", "unknown key"),
+    ("empty list", {"recurrent": []}, "recurrent", "at least one population"),
+    ("name on a mapping", {"recurrent": {"name": "r1", "size": 8}}, "recurrent.name", "named 'rec'"),
+    ("mapping with other projections", {"recurrent": {"size": 8}}, "projections.in_r1", "unknown projection"),
+]
+
+
+@pytest.mark.parametrize("what,change,field,needle", SPEC_REFUSALS, ids=[r[0] for r in SPEC_REFUSALS])
+def test_two_population_spec_refusals_name_file_and_field(tmp_path, capsys, what, change, field, needle):
+    from deepr_neuro.cli import main
+
+    path = write_spec(tmp_path, {**TWO, **change})
+    rc = main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert path in err and f"field '{field}'" in err and needle in err, err
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_one_population_mapping_with_matching_pre_post_is_the_same_spec():
+    from deepr_neuro.training.recurrent_spec import RecurrentModelSpec
+
+    base = load_any_model_spec(ROOT / "models" / "spoken_digits_rsnn.yaml")
+    data = base.model_dump()
+    data["projections"]["rec_rec"].update(pre="rec", post="rec")
+    spec = RecurrentModelSpec.from_dict(data, source="x.yaml")
+    assert recurrent_core_spec(spec) == recurrent_core_spec(base)
+    data["projections"]["rec_rec"]["post"] = "out"
+    with pytest.raises(ConfigError, match=r"x.yaml: field 'projections.rec_rec.post'"):
+        RecurrentModelSpec.from_dict(data, source="x.yaml")
