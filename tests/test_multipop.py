@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
@@ -345,3 +345,230 @@ def test_one_population_mapping_with_matching_pre_post_is_the_same_spec():
     data["projections"]["rec_rec"]["post"] = "out"
     with pytest.raises(ConfigError, match=r"x.yaml: field 'projections.rec_rec.post'"):
         RecurrentModelSpec.from_dict(data, source="x.yaml")
+
+
+# ---------------------------------------------------------------- budgets over the union, every step
+@pytest.fixture(scope="module")
+def two_data():
+    from deepr_neuro.training.recurrent_spec import RecurrentModelSpec
+
+    spec = RecurrentModelSpec.from_dict(TWO, source="two.yaml")
+    return load_recurrent_data(spec, TrainSettings.from_spec(spec))
+
+
+def union_counts(arrays_or_trainer, manifest):
+    """Active synapses per core of every recurrent population over every projection into it, and its K_c."""
+    out = {}
+    for pop in manifest["graph"]["populations"][1:]:
+        core = arrays_or_trainer[f"pop/{pop['name']}/core"]
+        rows = np.concatenate([arrays_or_trainer[f"proj/{q['name']}/rows"] for q in manifest["graph"]["projections"]
+                               if q["post"] == pop["name"]])
+        for c in pop["cores"]:
+            out[c["core"]] = (int(np.sum(core[rows] == c["core"])), c["budget"], pop["name"])
+    return out
+
+
+@need_spoken
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(sizes=st.tuples(st.integers(2, 10), st.integers(2, 10)), per_core=st.integers(2, 8),
+       ps=st.lists(st.floats(0.05, 1.0), min_size=7, max_size=7), feedback=st.booleans(), skip=st.booleans(),
+       method=st.sampled_from(["deepr", "fixed-sparse", "global-deepr", "soft-deepr"]), seed=st.integers(0, 1000))
+def test_two_population_budgets_exact_after_every_step(tmp_path_factory, two_data, sizes, per_core, ps, feedback,
+                                                       skip, method, seed):
+    """K_c of every core = the sum of its shares of EVERY projection into its population, exact
+    after each DEEP R step; never a self-connection in r1_r1 or r2_r2."""
+    from deepr_neuro.training.recurrent_spec import RecurrentModelSpec
+    from deepr_neuro.training.trainer import check_invariants
+
+    projs = {"in_r1": {"pre": "input", "post": "r1", "connectivity": ps[0]},
+             "r1_r1": {"pre": "r1", "post": "r1", "connectivity": ps[1]},
+             "r1_r2": {"pre": "r1", "post": "r2", "connectivity": ps[2]},
+             "r2_r2": {"pre": "r2", "post": "r2", "connectivity": ps[3]},
+             "r2_out": {"pre": "r2", "post": "out", "connectivity": ps[4]}}
+    if feedback:
+        projs["r2_r1"] = {"pre": "r2", "post": "r1", "connectivity": ps[5]}
+    if skip:
+        projs["in_r2"] = {"pre": "input", "post": "r2", "connectivity": ps[6]}
+    data = {**TWO, "recurrent": [{"name": "r1", "size": sizes[0], "max_neurons_per_core": per_core},
+                                 {"name": "r2", "size": sizes[1], "max_neurons_per_core": per_core}],
+            "projections": projs}
+    spec = RecurrentModelSpec.from_dict(data, source="two.yaml").with_overrides(
+        method=method, epochs=1, seed=seed, batch_size=16, noise=1e-3, alpha=1e-4)
+    s = TrainSettings.from_spec(spec)
+    try:
+        t = recurrent_trainer.RecurrentTrainer(load_profile(TINY_PROFILE), spec, s, two_data,
+                                               tmp_path_factory.mktemp("p"))
+    except (ConfigError, BudgetError):
+        event("refused")
+        return  # a projection with 0 connections at this p, or a budget the cores cannot place: refused
+    event("trained")
+    steps = []
+
+    def check(tr):
+        check_invariants(tr.deepr, tr.plan, method)
+        for layer, lp in zip(tr.deepr.layers, tr.plan.layers):
+            act = layer.active_mask()
+            per_core = np.bincount(lp.core_of_post[layer.rows[act]] - lp.cores[0].core_id,
+                                   minlength=len(lp.cores))
+            if method not in ("soft-deepr", "global-deepr"):      # exactly K_c (those two: check_invariants)
+                assert per_core.tolist() == [c.budget for c in lp.cores], lp.name
+            assert [c.budget for c in lp.cores] == [sum(c.budget_by_projection) for c in lp.cores]
+            assert [s_.projection for s_ in lp.sources] == [k for k, v in projs.items() if v["post"] == lp.name]
+        for k in ("r1_r1", "r2_r2"):
+            assert not np.any(np.diag(tr.model.masks[k]))
+        steps.append(1)
+
+    t.after_step = check
+    t.run_epoch()
+    assert len(steps) == 3
+    t.write_bundle()
+    from deepr_neuro.store.bundle import load_bundle
+
+    manifest, arrays = load_bundle(t.out_dir)
+    for n, k, _ in union_counts(arrays, manifest).values():
+        assert n == k or method in ("soft-deepr", "global-deepr")
+
+
+# ---------------------------------------------------------------- export: identical spikes on every backend
+def _two_pop_graph(seed, **kw):
+    from deepr_neuro.convert.recurrent import deploy_recurrent
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+
+    rng = np.random.default_rng(seed)
+    enc = FrameEncoding(steps_per_frame=2, scale=2.0, signed=True)
+    spec = two_pop_spec(rng, n_in=6, encoding=enc, **kw)
+    pot = spec.potential()
+    w = {k: rng.normal(0, 0.9, m.shape).astype(np.float32) for k, m in pot.items()}
+    model = RecurrentModel(spec, w, {k: m & (rng.random(m.shape) < 0.8) for k, m in pot.items()})
+    frames = rng.normal(0, 1.5, (4, 5, 3)).astype(np.float32)
+    lengths = rng.integers(1, 6, 4)
+    dep = deploy_recurrent(model, int(rng.choice([4, 6, 8])), (-7, 7), frames, lengths)
+    return model, dep, enc.encode(frames, lengths), lengths * 2
+
+
+def _assert_same(a, b, what):
+    for k, (x, y) in enumerate(zip(a.spikes, b.spikes)):
+        assert np.array_equal(x, y), f"{what}: population {k}"
+    assert np.array_equal(a.readout_v, b.readout_v), what
+
+
+def test_two_population_export_graph_and_thresholds():
+    model, dep, spikes, n_steps = _two_pop_graph(3)
+    g = dep.graph
+    assert list(g.names) == ["input", "r1", "r2", "out"] and g.readout == "out" and g.input_kind == "spikes"
+    assert [(q.name, q.pre, q.post) for q in g.projections] == [(q.name, q.pre, q.post) for q in model.spec.projections]
+    th = dep.info["thresholds"]
+    for p in model.spec.populations:   # each population its own threshold, the scale of every projection into it
+        vth = g.population(p.name).neurons.vth
+        assert p.lif.vth <= vth < 4 * p.lif.vth and th[p.name]["rec_vth"] == vth
+        assert all(dep.scales[q.name] == vth for q in model.spec.projections if q.post == p.name)
+    assert "rec_vth" not in dep.info   # the one-population keys only for one population
+    for q in g.projections:
+        assert not (q.pre == q.post and np.any(q.rows == q.cols))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2 ** 32 - 1), st.booleans(), st.booleans())
+def test_two_population_exactly_representable_model_equals_emulator(seed, feedback, skip):
+    """Weights on the chip's grid: the float model is the integer chip, spike for spike in both populations."""
+    from deepr_neuro.convert.recurrent import deploy_recurrent
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+    from deepr_neuro.simulate.emulator import EmulatorBackend
+
+    rng = np.random.default_rng(seed)
+    enc = FrameEncoding(steps_per_frame=2, scale=2.0, signed=True)
+    spec = two_pop_spec(rng, n_in=6, encoding=enc, feedback=feedback, skip=skip)
+    spec = dataclasses.replace(spec, populations=tuple(dataclasses.replace(p, lif=LifParams(du=4095, dv=0, vth=64))
+                                                       for p in spec.populations),
+                               rec=LifParams(du=4095, dv=0, vth=64))
+    pot = spec.potential()
+    w = {k: (rng.integers(-32, 64, m.shape) * 2).astype(np.float32) / 64 for k, m in pot.items()}
+    model = RecurrentModel(spec, w, {k: m & (rng.random(m.shape) < 0.7) for k, m in pot.items()})
+    frames = rng.normal(0, 1, (4, 6, 3)).astype(np.float32)
+    lengths = rng.integers(1, 7, 4)
+    dep = deploy_recurrent(model, 8, (-7, 7), frames, lengths)
+    spikes = enc.encode(frames, lengths)
+    n_steps = lengths * 2
+    tr = model.forward(spikes, n_steps)
+    res = EmulatorBackend().run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    for k, name in ((1, "r1"), (2, "r2")):
+        for b in range(4):
+            L = int(n_steps[b])
+            assert np.array_equal(res.spikes[k][b, :L], tr.zs[name][:L, b] > 0), (name, b)
+
+
+@pytest.mark.brian2
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2 ** 32 - 1), st.booleans(), st.booleans())
+def test_two_population_brian2_integer_equals_emulator(seed, feedback, skip):
+    pytest.importorskip("brian2")
+    from deepr_neuro.simulate.backends import get_backend
+
+    _, dep, spikes, n_steps = _two_pop_graph(seed, feedback=feedback, skip=skip)
+    emu = get_backend("emulator").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    b2 = get_backend("brian2").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    assert sum(int(s.sum()) for s in emu.spikes[1:3]) >= 0
+    _assert_same(emu, b2, "emulator vs brian2")
+
+
+@pytest.mark.lava
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2 ** 32 - 1), st.booleans(), st.booleans())
+def test_two_population_lava_equals_emulator(seed, feedback, skip):
+    pytest.importorskip("lava")
+    from deepr_neuro.simulate.backends import get_backend
+
+    _, dep, spikes, n_steps = _two_pop_graph(seed, feedback=feedback, skip=skip)
+    emu = get_backend("emulator").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    lava = get_backend("lava").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
+    _assert_same(emu, lava, "emulator vs lava")
+
+
+# ---------------------------------------------------------------- the CLI on a two-population run
+@need_spoken
+def test_cli_train_export_report_simulate_crosscheck_two_populations(tmp_path, capsys):
+    import json
+
+    from deepr_neuro.cli import main
+    from deepr_neuro.pipeline import load_integer_graph
+    from deepr_neuro.store.bundle import load_bundle, read_manifest
+
+    # the whole data set (export re-loads it and checks its sha256; a max_samples run is refused there)
+    spec = write_spec(tmp_path, {k: v for k, v in TWO.items() if k != "max_samples"})
+    run = tmp_path / "run"
+    assert main(["train", "--profile", TINY_PROFILE, "--model", spec, "--out", str(run), "--no-progress"]) == 0
+    manifest, arrays = load_bundle(run)
+    g = manifest["graph"]
+    assert [p["name"] for p in g["populations"]] == ["input", "r1", "r2", "out"]
+    assert [(q["name"], q["pre"], q["post"]) for q in g["projections"]] == [
+        ("in_r1", "input", "r1"), ("r1_r1", "r1", "r1"), ("r2_r1", "r2", "r1"), ("r1_r2", "r1", "r2"),
+        ("r2_r2", "r2", "r2"), ("r2_out", "r2", "out")]
+    assert manifest["recurrent"]["neurons"]["r1"] == {"du": 900, "dv": 250, "vth": 1024}
+    assert set(manifest["recurrent"]["neurons"]) == {"r1", "r2", "out"}
+    for n, k, _ in union_counts(arrays, manifest).values():
+        assert n == k
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "FITS" in text and "r2_r1" in text and "r1_r2" in text
+    assert main(["export", str(run), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "r1 12 LIF, r2 10 LIF" in text
+    snn = read_manifest(run)["snn"]
+    _, _, graph = load_integer_graph(run)
+    assert list(graph.names) == ["input", "r1", "r2", "out"]
+    assert set(snn["deploy"]["thresholds"]) == {"r1", "r2"}
+    assert main(["simulate", str(run), "--backend", "emulator", "--json"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert abs(sim["accuracy"] - snn["accuracy"]["snn_test"]) < 1e-12
+    backends = "emulator,brian2" + (",lava" if _lava_ok() else "")
+    assert main(["crosscheck", str(run), "--samples", "4", "--backends", backends]) == 0
+    text = capsys.readouterr().out
+    assert "integer backends agree: yes" in text and "r2" in text
+
+
+def _lava_ok() -> bool:
+    from conftest import lava_skip_reason
+
+    return lava_skip_reason() is None
