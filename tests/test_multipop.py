@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
@@ -508,7 +507,6 @@ def test_two_population_brian2_integer_equals_emulator(seed, feedback, skip):
     _, dep, spikes, n_steps = _two_pop_graph(seed, feedback=feedback, skip=skip)
     emu = get_backend("emulator").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
     b2 = get_backend("brian2").run(dep.graph, spikes, spikes.shape[1], record_spikes=True, n_steps=n_steps)
-    assert sum(int(s.sum()) for s in emu.spikes[1:3]) >= 0
     _assert_same(emu, b2, "emulator vs brian2")
 
 
@@ -572,3 +570,30 @@ def _lava_ok() -> bool:
     from conftest import lava_skip_reason
 
     return lava_skip_reason() is None
+
+
+@need_spoken
+def test_two_population_resume_is_bit_identical(tmp_path, two_data):
+    import json
+
+    from deepr_neuro.cli import main
+    from deepr_neuro.store.bundle import load_bundle
+    from deepr_neuro.training.recurrent_spec import RecurrentModelSpec
+    from deepr_neuro.training.trainer import train
+
+    spec = RecurrentModelSpec.from_dict(TWO, source="two.yaml").with_overrides(epochs=2)
+    prof = load_profile(TINY_PROFILE)
+    s = TrainSettings.from_spec(spec)
+    cls = recurrent_trainer.RecurrentTrainer
+    train(prof, spec, s, two_data, tmp_path / "full", progress=False, trainer_cls=cls)
+    part = train(prof, spec, s, two_data, tmp_path / "part", progress=False, trainer_cls=cls, stop_after_epochs=1)
+    assert part.epoch == 1
+    path = write_spec(tmp_path, {**TWO, "training": {**TWO["training"], "epochs": 2}})
+    assert main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(tmp_path / "part"),
+                 "--resume", "--no-progress"]) == 0
+    _, a = load_bundle(tmp_path / "full")
+    _, b = load_bundle(tmp_path / "part")
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in h]  # noqa: E731
+    ha, hb = (json.loads((tmp_path / d / "history.json").read_text())["epochs"] for d in ("full", "part"))
+    assert strip(ha) == strip(hb)
