@@ -16,6 +16,11 @@ input, final-v readout, 8-bit weights) and reports
 
     .venv/bin/python benchmarks/bench_recurrent_deploy.py [--n-rec 128] [--epochs 10]
         [--lava-samples 10] [--brian2-samples 50] [--run-dir DIR]
+    .venv/bin/python benchmarks/bench_recurrent_deploy.py --trained RUN [RUN ...]
+
+``--trained``: instead of training here, take runs trained by ``deepr-neuro
+train`` or ``sweep`` (e.g. the cells of ``benchmarks/results/sweep_spoken_digits_v4``),
+export a copy of each (the run itself is left as it is) and report the same figures.
 
 Prints figures only; no assertion.
 """
@@ -56,7 +61,11 @@ def main(argv=None) -> int:
     ap.add_argument("--brian2-samples", type=int, default=50)
     ap.add_argument("--run-dir", default=None, help="keep the bundle here (default: a temporary directory)")
     ap.add_argument("--plot", default=None, help="write a figure (PNG): accuracies and emulator vs Lava time")
+    ap.add_argument("--trained", nargs="+", default=None, metavar="RUN",
+                    help="trained recurrent runs to export (copies) instead of training one here")
     args = ap.parse_args(argv)
+    if args.trained:
+        return deploy_trained([Path(r) for r in args.trained], args)
 
     data = load_sequences("spoken-digits", seed=args.seed)
     enc = FrameEncoding(steps_per_frame=args.steps_per_frame, scale=2.0, signed=True)
@@ -78,7 +87,45 @@ def main(argv=None) -> int:
     print(export_run(run))
     acc = read_manifest(run)["snn"]["accuracy"]
     _, _, g = load_integer_graph(run)
+    figures = {**timings(g, enc, data, args), "n_rec": args.n_rec, "epochs": args.epochs,
+               "connectivity": args.connectivity, "accuracy_full_test_set": acc,
+               "deployed_minus_float_points": 100 * (acc["snn_test"] - acc["float_test"])}
+    print(json.dumps(figures, indent=2))
+    if args.plot:
+        plot(figures, args.plot)
+    return 0
 
+
+def deploy_trained(runs, args) -> int:
+    """Export a copy of each trained run; float vs deployed accuracy on the full test set, and
+    emulator vs Lava (and Brian2) on the first run."""
+    import shutil
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="rsnn_deploy_"))
+    for i, run in enumerate(runs):
+        copy = tmp / f"{i}_{run.name}"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock"))
+        export_run(copy)
+        acc = read_manifest(copy)["snn"]["accuracy"]
+        row = {"run": str(run), "float_test": acc["float_test"], "snn_test": acc["snn_test"],
+               "deployed_minus_float_points": 100 * (acc["snn_test"] - acc["float_test"])}
+        rows.append(row)
+        print(f"{run}: float {100 * acc['float_test']:.2f} % -> deployed {100 * acc['snn_test']:.2f} % "
+              f"({row['deployed_minus_float_points']:+.2f} points)", flush=True)
+    manifest = read_manifest(tmp / f"0_{runs[0].name}")
+    e = manifest["recurrent"]["encoding"]
+    enc = FrameEncoding(steps_per_frame=e["steps_per_frame"], scale=e["scale"], signed=e["signed"])
+    _, _, g = load_integer_graph(tmp / f"0_{runs[0].name}")
+    data = load_sequences(manifest["dataset"]["name"], seed=int(manifest["seed"]))
+    figures = {"runs": rows, **timings(g, enc, data, args)}
+    print(json.dumps(figures, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def timings(g, enc, data, args) -> dict:
+    """Emulator vs Lava wall time on the first test sequences, and spike identity (+ Brian2)."""
     n = min(args.lava_samples, len(data.y_test))
     x, L = data.x_test[:n], data.len_test[:n]
     t0 = time.perf_counter()
@@ -91,7 +138,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     v_lava, _, _, _ = run_sequences(lava, g, x, L, batch_size=n)
     t_lava = time.perf_counter() - t0
-    steps = int(L.sum()) * args.steps_per_frame
+    steps = int(L.sum()) * enc.steps_per_frame
     T = int(L.max())
     spikes = enc.encode(x[:, :T], L)
     rep = crosscheck(g, spikes, data.y_test[:n], T * enc.steps_per_frame, backends=("emulator", "lava"),
@@ -101,9 +148,7 @@ def main(argv=None) -> int:
     Tb = int(Lb.max())
     rep_b2 = crosscheck(g, enc.encode(data.x_test[:nb, :Tb], Lb), data.y_test[:nb], Tb * enc.steps_per_frame,
                         backends=("emulator", "brian2"), n_steps=Lb * enc.steps_per_frame)
-    figures = {
-        "n_rec": args.n_rec, "epochs": args.epochs, "connectivity": args.connectivity,
-        "accuracy_full_test_set": acc, "deployed_minus_float_points": 100 * (acc["snn_test"] - acc["float_test"]),
+    return {
         "lava_samples": n, "lava_padded_steps": n * T * enc.steps_per_frame, "sample_steps": steps,
         "emulator_seconds_one_by_one": t_emu1, "emulator_seconds_batched": t_emu, "lava_seconds": t_lava,
         "lava_over_emulator_one_by_one": t_lava / t_emu1, "lava_over_emulator_batched": t_lava / t_emu,
@@ -112,10 +157,6 @@ def main(argv=None) -> int:
         "brian2_samples": nb, "brian2_identical_spikes_and_final_v": rep_b2.integer_backends_agree,
         "brian2_seconds": rep_b2.runs["brian2"].seconds,
     }
-    print(json.dumps(figures, indent=2))
-    if args.plot:
-        plot(figures, args.plot)
-    return 0
 
 
 def plot(f, path) -> None:

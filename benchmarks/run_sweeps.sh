@@ -2,7 +2,8 @@
 # Reproduce the README's sweep tables and plots (resumable: rerun to continue).
 #   bash benchmarks/run_sweeps.sh digits    # about 80 seconds on 2 cores
 #   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
-#   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 7 minutes on 2 cores
+#   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 8 minutes on 2 cores
+#   bash benchmarks/run_sweeps.sh spoken-rate  # its non-spiking (tanh) reference, about 6 minutes
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,13 +29,20 @@ case "${1:-digits}" in
         --connectivity 1.0 --methods deepr,fixed-sparse --seeds 3 --lr 0.05 \
         --out benchmarks/results/sweep_fmnist_dense_lr ;;
   spoken)
-    # v2: the spec's L1 alpha 1e-2 and lr decay 0.9 (all methods); v1 (alpha 0, no decay) stays in sweep_spoken_digits
+    # v4: 256 LIF, L1 1e-2, lr decay 0.9, per-connection Adam (spec); v3 = the same without per-connection Adam, v2 = 128 LIF, v1 = 128 LIF without L1 and decay
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
         --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
-        --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
+        --out benchmarks/results/sweep_spoken_digits_v4 --no-progress
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
-        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v2 --no-progress
-    "$dn" plot benchmarks/results/sweep_spoken_digits_v2 ;;
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v4 --no-progress
+    "$dn" plot benchmarks/results/sweep_spoken_digits_v4 ;;
+  spoken-rate)
+    # the non-spiking (tanh) reference of the same size, trained by the same code and recipe
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rate_reference.yaml \
+        --connectivity 0.03,0.1 --methods deepr --seeds 3 --out benchmarks/results/sweep_spoken_digits_rate --no-progress
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rate_reference.yaml \
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_rate --no-progress
+    "$dn" plot benchmarks/results/sweep_spoken_digits_rate ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
@@ -46,5 +54,5 @@ case "${1:-digits}" in
         --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
         --methods deepr,soft-deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 --out benchmarks/results/sweep_mnist
     "$dn" plot benchmarks/results/sweep_mnist ;;
-  *) echo "usage: $0 digits|fmnist|spoken|mnist DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 digits|fmnist|spoken|spoken-rate|mnist DIR" >&2; exit 2 ;;
 esac

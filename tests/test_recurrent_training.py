@@ -118,8 +118,11 @@ def test_cli_train_writes_a_recurrent_v2_bundle_with_exact_budgets_and_report(tm
     assert (out / "network.npz").read_bytes() == before
 
 
-def test_cli_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    spec = spec_of(epochs=3)
+@pytest.mark.parametrize("per_connection", [False, True])
+def test_cli_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, per_connection):
+    data_spec = {**TINY, "training": {**TINY["training"], "epochs": 3, "optimizer": "adam",
+                                      "adam_per_connection": per_connection}}
+    spec = spec_of(data_spec)
     prof = load_profile(TINY_PROFILE)
     s = TrainSettings.from_spec(spec)
     data = load_recurrent_data(spec, s)
@@ -127,7 +130,7 @@ def test_cli_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     part = train(prof, spec, s, data, tmp_path / "part", progress=False, trainer_cls=RecurrentTrainer,
                  stop_after_epochs=1)
     assert part.epoch == 1 and not (tmp_path / "part" / "manifest.json").exists()
-    path = write_spec(tmp_path, {**TINY, "training": {**TINY["training"], "epochs": 3}})
+    path = write_spec(tmp_path, data_spec)
     assert main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(tmp_path / "part"),
                  "--resume", "--no-progress"]) == 0
     _, a = load_bundle(tmp_path / "full")
@@ -226,8 +229,8 @@ def test_budgets_exact_after_every_step_and_never_a_self_connection(tmp_path_fac
 
 # ---------------------------------------------------------------- the spec
 def test_shipped_recurrent_specs_validate_and_map_over_several_cores():
-    for name, n_rec_cores in (("spoken_digits_rsnn.yaml", 4), ("fmnist_rows_rsnn.yaml", 4),
-                              ("spoken_digits_rate_reference.yaml", 4)):
+    for name, n_rec_cores in (("spoken_digits_rsnn.yaml", 8), ("fmnist_rows_rsnn.yaml", 4),
+                              ("spoken_digits_rate_reference.yaml", 8)):
         spec = load_any_model_spec(ROOT / "models" / name)
         assert isinstance(spec, RecurrentModelSpec)
         from deepr_neuro.training.trainer import build_plan

@@ -50,15 +50,17 @@ def _check(deepr, plan, exact=True):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(net=networks(full_ok=True), seed=st.integers(0, 2**31 - 1), optimizer=st.sampled_from(["sgd", "adam"]),
-       kill=st.floats(0.0, 1.0))
+@given(net=networks(full_ok=True), seed=st.integers(0, 2**31 - 1),
+       optimizer=st.sampled_from(["sgd", "adam", "adam-per-connection"]), kill=st.floats(0.0, 1.0))
 def test_deepr_keeps_exact_core_budgets_and_axon_limits(net, seed, optimizer, kill):
     sizes, npc, axon_limit, budgets = net
     plan = _plan(*net)
     rng = np.random.default_rng(seed)
     shapes = [(lp.n_in, lp.n_out) for lp in plan.layers]
-    dr = DeepR(rng, shapes, core_specs(plan), DeepRConfig(method="deepr", optimizer=optimizer,
-                                                         alpha=1e-3, noise=1e-2), lr=0.1)
+    per_conn = optimizer == "adam-per-connection"
+    dr = DeepR(rng, shapes, core_specs(plan), DeepRConfig(method="deepr", optimizer="adam" if per_conn else optimizer,
+                                                         alpha=1e-3, noise=1e-2, adam_per_connection=per_conn),
+               lr=0.1)
     _check(dr, plan)
     for _ in range(15):
         # random gradients, large enough to kill a share `kill` of connections each step
@@ -237,3 +239,52 @@ def test_deepr_at_full_connectivity_restarts_dead_in_place_and_stays_a_matrix(op
             for arr in dr.moments[i].values():
                 assert np.all(arr[dead] == 0) and np.any(arr[~dead] != 0)
     assert n_dead > 0
+
+
+# ---------------------------------------------------------------- Adam counted per connection
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=networks(), seed=st.integers(0, 2**31 - 1), method=st.sampled_from(["fixed-sparse", "dense"]))
+def test_adam_per_connection_equals_global_adam_when_nothing_is_rewired(net, seed, method):
+    """Without rewiring every connection's own count is the global count: the same numbers."""
+    plan = _plan(*net)
+    shapes = [(lp.n_in, lp.n_out) for lp in plan.layers]
+    runs = []
+    for per_conn in (False, True):
+        rng = np.random.default_rng(seed)
+        dr = DeepR(rng, shapes, core_specs(plan), DeepRConfig(method=method, optimizer="adam", alpha=1e-3,
+                                                             noise=0.0, adam_per_connection=per_conn), lr=0.01)
+        g_rng = np.random.default_rng(seed + 1)
+        for _ in range(5):
+            dr.step([g_rng.standard_normal(len(layer.theta)) for layer in dr.layers], lr=0.01)
+        runs.append([layer.theta.copy() for layer in dr.layers])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=networks(), seed=st.integers(0, 2**31 - 1))
+def test_adam_per_connection_gives_a_rewired_connection_a_first_step_of_one_lr(net, seed):
+    """A connection rewired in after many global steps moves by lr (|m^/sqrt(v^)| = 1) on its
+    first step, as a fresh Adam parameter does; with the global count t it moves
+    (1 - b1) / (1 - b1^t) / sqrt((1 - b2) / (1 - b2^t)) lr (0.58 at t = 32, 3.1 at t = 3000)."""
+    plan = _plan(*net)
+    shapes = [(lp.n_in, lp.n_out) for lp in plan.layers]
+    firsts = {}
+    for per_conn in (False, True):
+        rng = np.random.default_rng(seed)
+        dr = DeepR(rng, shapes, core_specs(plan), DeepRConfig(method="deepr", optimizer="adam", alpha=0.0,
+                                                             noise=0.0, adam_per_connection=per_conn), lr=1e-3)
+        lr = 1e-3
+        for _ in range(30):  # small positive gradients: every theta shrinks slowly, nobody dies
+            dr.step([np.full(len(layer.theta), 1e-3) * layer.slot_sign for layer in dr.layers], lr=lr)
+        layer = dr.layers[0]
+        layer.theta[0] = -1.0  # kill one slot: the next step rewires it (theta = REVIVE_THETA, moments reset)
+        dr.step([np.zeros(len(lay.theta)) for lay in dr.layers], lr=lr)
+        before = layer.theta[0]
+        grads = [np.zeros(len(lay.theta)) for lay in dr.layers]
+        grads[0][0] = -1e-3 * layer.slot_sign[0]  # push the new connection up
+        dr.step(grads, lr=lr)
+        firsts[per_conn] = (layer.theta[0] - before) / lr
+        t = dr.t
+    assert firsts[True] == pytest.approx(1.0, rel=1e-4)
+    assert firsts[False] == pytest.approx(0.1 / (1 - 0.9 ** t) / np.sqrt(0.001 / (1 - 0.999 ** t)), rel=1e-4)

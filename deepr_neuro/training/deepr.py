@@ -36,7 +36,8 @@ from deepr_neuro.training.sparse_mlp import SparseLayer
 # The settings the update rule reads; their types and defaults are TrainingSpec's
 # (alpha: L1 strength on active thetas; noise sigma: lr * sigma * N(0,1), T = lr sigma^2 / 2;
 # theta_min: soft-DEEP R clip, None = reference rule of thumb).
-DEEPR_FIELDS = ("method", "optimizer", "alpha", "noise", "theta_min", "adam_beta1", "adam_beta2", "adam_eps")
+DEEPR_FIELDS = ("method", "optimizer", "alpha", "noise", "theta_min", "adam_beta1", "adam_beta2", "adam_eps",
+                "adam_per_connection")
 
 
 def _check_config(self) -> None:
@@ -107,6 +108,10 @@ class DeepR:
         if self.config.optimizer != "adam":
             return {}
         shape = layer.theta_dense.shape if layer.theta_dense is not None else layer.theta.shape
+        if self.config.adam_per_connection:
+            # "n": the connection's own Adam step count, zeroed with m and v when
+            # its slot is given a new connection (the rewiring resets every array here)
+            return {"m": np.zeros(shape), "v": np.zeros(shape), "n": np.zeros(shape)}
         return {"m": np.zeros(shape), "v": np.zeros(shape)}
 
     # ------------------------------------------------------------------
@@ -129,6 +134,13 @@ class DeepR:
             mom["m"], mom["v"] = m, v
         else:
             mom["m"][index], mom["v"][index] = m, v
+        if "n" in mom:  # per-connection bias correction (adam_per_connection)
+            n = (mom["n"] if index is None else mom["n"][index]) + 1.0
+            if index is None:
+                mom["n"] = n
+            else:
+                mom["n"][index] = n
+            return (m / (1 - c.adam_beta1 ** n)) / (np.sqrt(v / (1 - c.adam_beta2 ** n)) + c.adam_eps)
         mhat = m / (1 - c.adam_beta1 ** self.t)
         vhat = v / (1 - c.adam_beta2 ** self.t)
         return mhat / (np.sqrt(vhat) + c.adam_eps)

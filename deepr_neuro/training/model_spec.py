@@ -151,6 +151,9 @@ class TrainingSpec(BaseModel):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0, le=MAX_ADAM_EPS)
+    adam_per_connection: bool = Field(
+        False, description="Adam's bias correction counts each connection's own steps, so one rewired in "
+        "starts as a fresh Adam parameter (first step ~lr), not with the global count (first steps ~3-6 lr)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training data held out")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of init, sampling and data split")
 
