@@ -26,10 +26,8 @@ Pure NumPy: no Lava or Brian2 import.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
