@@ -3,15 +3,16 @@
 The float network (``training.recurrent``) is already the chip's update in
 threshold units, so deployment is weight quantization and nothing else:
 
-* ``in_rec``, ``rec_rec`` (into a spiking population of trained threshold
-  ``vth``): ``W = round(w * vth' / 2**weight_exp)`` with the chip threshold
+* every projection into a spiking population of trained threshold ``vth``
+  (``in_rec`` and ``rec_rec`` of one population; with several populations each
+  population has its own threshold scaling over the projections into it): ``W = round(w * vth' / 2**weight_exp)`` with the chip threshold
   ``vth' = vth * k`` (k in [1, 4), :func:`rec_threshold`: least squared
   rounding error, so the largest weights use the 8-bit range rather than half
   of it), so that ``W * 2**weight_exp * 64`` (what one spike adds to u) over
   ``vth' * 64`` (the threshold) is ``w``: below threshold the LIF is linear, so
   scaling the threshold and every weight into the population together keeps
   the float network's dynamics;
-* ``rec_out`` (into the non-spiking readout): the readout's units are free
+* every projection into the non-spiking readout (``rec_out``): the readout's units are free
   (argmax does not care), so ``vth`` is replaced by a scale ``c`` chosen from
   the training data so that the largest |v| the float readout reaches on it,
   times ``64 * c``, is half the readout threshold ``131071 << 6``: the readout
@@ -37,6 +38,7 @@ from deepr_neuro.errors import ConfigError
 from deepr_neuro.network.fixed_point import LAVA_LIMITS, sign_mode_of, weight_range, weight_step
 from deepr_neuro.network.frame_encoding import FrameEncoding
 from deepr_neuro.network.integer_network import IntegerGraph, NeuronParams, Population, Projection
+from deepr_neuro.training.recurrent import INPUT, READOUT
 
 __all__ = ["READOUT_VTH", "quantize_projection", "readout_scale", "deploy_recurrent", "Deployed",
            "dequantized_weights", "rec_threshold"]
@@ -123,16 +125,16 @@ REC_VTH_CANDIDATES = 64            # thresholds tried: vth * 2**(i/32), i < 64 (
 
 
 def rec_threshold(W: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], vth: int, num_weight_bits: int,
-                  exp_range: Tuple[int, int]) -> Tuple[int, Dict]:
-    """The chip threshold of the recurrent population: ``vth * k`` (k in [1, 4)) whose
-    quantization of in_rec and rec_rec (both at scale ``vth * k``) has the smallest summed
-    squared error in threshold units. Exact for the float network: below threshold the
+                  exp_range: Tuple[int, int], names: Tuple[str, ...] = ("in_rec", "rec_rec")) -> Tuple[int, Dict]:
+    """The chip threshold of a recurrent population: ``vth * k`` (k in [1, 4)) whose
+    quantization of the projections ``names`` into it (in_rec and rec_rec of one population;
+    all at scale ``vth * k``) has the smallest summed squared error in threshold units. Exact for the float network: below threshold the
     integer LIF is linear, so v, u, every weight into the population and the threshold
     scale together; only the rounding of the weights (and of the decays) changes. The
     power-of-two weight_exp alone leaves the largest weight between half and all of the
     8-bit range; a threshold between vth and 4 vth lets it use (nearly) all of it.
     Ties keep the smaller threshold (an exactly representable network keeps ``vth``)."""
-    ws = [np.asarray(W[n], np.float64)[np.asarray(masks[n], bool)] for n in ("in_rec", "rec_rec")]
+    ws = [np.asarray(W[n], np.float64)[np.asarray(masks[n], bool)] for n in names]
 
     def sq_error(t: int) -> float:
         total = 0.0
@@ -175,34 +177,44 @@ def deploy_recurrent(model, num_weight_bits: int, exp_range: Tuple[int, int], x_
                           "(the 'rate' kind is the non-spiking reference)")
     c_out, peak = readout_scale(model, x_cal, len_cal)
     W = model.effective()
-    rec_vth, vth_info = rec_threshold(W, model.masks, int(spec.rec.vth), num_weight_bits, exp_range)
-    scales = {"in_rec": float(rec_vth), "rec_rec": float(rec_vth), "rec_out": c_out}
+    scales, vths, per_pop = {}, {}, {}
+    for p in spec.populations:
+        into = tuple(q.name for q in spec.projections if q.post == p.name)
+        vths[p.name], per_pop[p.name] = rec_threshold(W, model.masks, int(p.lif.vth), num_weight_bits, exp_range,
+                                                      names=into)
+        scales.update({k: float(vths[p.name]) for k in into})
+    scales.update({q.name: c_out for q in spec.projections if q.post == READOUT})
     cores = dict(cores or {})
-    zeros = {n: np.zeros(k, np.int32) for n, k in (("input", spec.n_in), ("rec", spec.n_rec), ("out", spec.n_out))}
+
+    def zeros(n):
+        return np.zeros(n, np.int32)
     pops = (
-        Population("input", NeuronParams(vth=0, du=0, dv=0, bias_exp=0, bias_mant=zeros["input"]),
-                   cores.get("input")),
-        Population("rec", NeuronParams(vth=int(rec_vth), du=int(spec.rec.du), dv=int(spec.rec.dv),
-                                       bias_exp=0, bias_mant=zeros["rec"]), cores.get("rec")),
-        Population("out", NeuronParams(vth=READOUT_VTH, du=int(spec.out.du), dv=int(spec.out.dv),
-                                       bias_exp=0, bias_mant=zeros["out"]), cores.get("out")),
+        Population(INPUT, NeuronParams(vth=0, du=0, dv=0, bias_exp=0, bias_mant=zeros(spec.n_in)), cores.get(INPUT)),
+        *(Population(p.name, NeuronParams(vth=int(vths[p.name]), du=int(p.lif.du), dv=int(p.lif.dv),
+                                          bias_exp=0, bias_mant=zeros(p.size)), cores.get(p.name))
+          for p in spec.populations),
+        Population(READOUT, NeuronParams(vth=READOUT_VTH, du=int(spec.out.du), dv=int(spec.out.dv),
+                                         bias_exp=0, bias_mant=zeros(spec.n_out)), cores.get(READOUT)),
     )
-    ends = {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"), "rec_out": ("rec", "out")}
     projs, per = [], {}
-    for name in ("in_rec", "rec_rec", "rec_out"):
+    for q in spec.projections:
+        name = q.name
         mask = model.masks[name]
         pre_idx, post_idx = np.nonzero(mask)                     # dense (n_pre, n_post)
         order = np.lexsort((pre_idx, post_idx))                  # sorted by (row=post, col=pre)
         rows, cols = post_idx[order].astype(np.int32), pre_idx[order].astype(np.int32)
         qw, e, info = quantize_projection(W[name][cols, rows], scales[name], num_weight_bits, exp_range)
-        projs.append(Projection(name=name, pre=ends[name][0], post=ends[name][1], rows=rows, cols=cols,
+        projs.append(Projection(name=name, pre=q.pre, post=q.post, rows=rows, cols=cols,
                                 weights=qw, weight_exp=int(e), num_weight_bits=int(num_weight_bits)))
         per[name] = dict(info, scale=scales[name], synapses=int(rows.size))
-    graph = IntegerGraph(populations=pops, projections=tuple(projs), encoding=spec.encoding, readout="out",
+    graph = IntegerGraph(populations=pops, projections=tuple(projs), encoding=spec.encoding, readout=READOUT,
                          input_kind="spikes", readout_kind="final_v")
+    # one population: its threshold's keys at the top level (as before several populations)
+    top = per_pop[spec.names[0]] if len(spec.populations) == 1 else {}
     return Deployed(graph=graph, scales=scales,
                     info={"projections": per, "readout_scale": c_out, "readout_float_peak": peak,
-                          "readout_vth": READOUT_VTH, "num_weight_bits": int(num_weight_bits), **vth_info})
+                          "readout_vth": READOUT_VTH, "num_weight_bits": int(num_weight_bits), **top,
+                          "thresholds": per_pop})
 
 
 def quantized_model(model, deployed: Deployed):
@@ -307,37 +319,50 @@ def model_from_bundle(manifest: Mapping, arrays: Mapping[str, np.ndarray], where
 
     rec = _block(manifest, where)
     g = manifest["graph"]
-    names = [p["name"] for p in g["populations"]]
+    pops_m = [p for p in g["populations"]]
+    names = [p["name"] for p in pops_m]
     projs = {q["name"]: (q["pre"], q["post"]) for q in g["projections"]}
-    want = {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"), "rec_out": ("rec", "out")}
-    if names != ["input", "rec", "out"] or projs != want or g.get("readout") != "out":
-        raise BundleError(f"{where}: field 'graph': export deploys one recurrent population: populations "
-                          f"input, rec, out and projections in_rec, rec_rec, rec_out (got populations "
-                          f"{names}, projections {sorted(projs)})"[:400])
-    size = {p["name"]: int(p["size"]) for p in g["populations"]}
+    single = {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"), "rec_out": ("rec", "out")}
+    hidden = names[1:-1]
+    shape_ok = (len(names) >= 3 and names[0] == INPUT and names[-1] == READOUT and g.get("readout") == READOUT
+                and all(n not in (INPUT, READOUT) for n in hidden) and len(set(names)) == len(names)
+                and all(pre in names[:-1] and post in names[1:] for pre, post in projs.values()))
+    if not shape_ok:
+        raise BundleError(f"{where}: field 'graph': export deploys input, one or more recurrent populations and "
+                          f"the readout out, every projection from input or a population into a population or "
+                          f"out (one population: input, rec, out with in_rec, rec_rec, rec_out; got populations "
+                          f"{names}, projections {sorted(projs)}, readout {str(g.get('readout'))[:40]!r})"[:600])
+    size = {p["name"]: int(p["size"]) for p in pops_m}
     enc = encoding_from_info(rec.get("encoding"), where + " recurrent")
     neurons = rec.get("neurons") or {}
     try:
-        lif = {k: LifParams(du=neurons[k]["du"], dv=neurons[k]["dv"], vth=neurons[k]["vth"]) for k in ("rec", "out")}
+        lif = {k: LifParams(du=neurons[k]["du"], dv=neurons[k]["dv"], vth=neurons[k]["vth"])
+               for k in (*hidden, READOUT)}
     except (KeyError, TypeError) as exc:
-        raise BundleError(f"{where}: field 'recurrent.neurons': needs du, dv, vth of rec and out ({exc})") from None
+        raise BundleError(f"{where}: field 'recurrent.neurons': needs du, dv, vth of {', '.join(hidden)} and out "
+                          f"({str(exc)[:80]})") from None
     except ConfigError as exc:
         raise BundleError(f"{where}: field 'recurrent.neurons': {exc}") from None
     kind = rec.get("nonlinearity", "spiking")
     try:
-        spec = RecurrentSpec(n_in=size["input"], n_rec=size["rec"], n_out=size["out"], rec=lif["rec"],
-                             out=lif["out"], encoding=enc, kind=kind)
+        if hidden == ["rec"] and projs == single:
+            spec = RecurrentSpec(n_in=size[INPUT], n_rec=size["rec"], n_out=size[READOUT], rec=lif["rec"],
+                                 out=lif[READOUT], encoding=enc, kind=kind)
+        else:
+            spec = RecurrentSpec.graph(size[INPUT], size[READOUT], [(n, size[n], lif[n]) for n in hidden],
+                                       [(k, pre, post) for k, (pre, post) in projs.items()],
+                                       out=lif[READOUT], encoding=enc, kind=kind)
     except ConfigError as exc:
         raise BundleError(f"{where}: field 'recurrent': {exc}") from None
     weights, masks = {}, {}
-    for name, (pre, post) in want.items():
+    for name, (pre, post) in spec.ends().items():
         w = np.zeros((size[pre], size[post]), np.float32)
         m = np.zeros((size[pre], size[post]), bool)
         rows = np.asarray(arrays[f"proj/{name}/rows"], np.int64)
         cols = np.asarray(arrays[f"proj/{name}/cols"], np.int64)
-        if name == "rec_rec" and np.any(rows == cols):
+        if pre == post and np.any(rows == cols):
             k = int(np.flatnonzero(rows == cols)[0])
-            raise BundleError(f"{where}: network.npz proj/rec_rec/rows: index {k} connects neuron {int(rows[k])} "
+            raise BundleError(f"{where}: network.npz proj/{name}/rows: index {k} connects neuron {int(rows[k])} "
                               "to itself; a recurrent population has no self-connections")
         w[cols, rows] = np.asarray(arrays[f"proj/{name}/weight"], np.float32)
         m[cols, rows] = True
@@ -397,7 +422,8 @@ def export_recurrent(run_dir, manifest: Dict, arrays: Dict[str, np.ndarray], wei
                           f"(weight_bits_allowed: {profile.weight_bits_allowed})")
     model = model_from_bundle(manifest, arrays, where)
     data = load_run_sequences(manifest)
-    cores = {n: np.asarray(arrays[f"pop/{n}/core"]) for n in ("input", "rec", "out") if f"pop/{n}/core" in arrays}
+    cores = {n: np.asarray(arrays[f"pop/{n}/core"]) for n in (INPUT, *model.spec.names, READOUT)
+             if f"pop/{n}/core" in arrays}
     exp_range = (max(profile.weight_exp_min, LAVA_LIMITS["weight_exp"][0]),
                  min(profile.weight_exp_max, LAVA_LIMITS["weight_exp"][1]))
     say("export: quantizing (readout scale from the training set)")
@@ -431,8 +457,9 @@ def export_recurrent(run_dir, manifest: Dict, arrays: Dict[str, np.ndarray], wei
     new_arrays = {**arrays, **integer_graph_to_arrays(dep.graph)}
     check_bundle(run_dir, new_manifest, new_arrays, need_fit=True)
     save_bundle(run_dir, new_manifest, new_arrays)
+    rec_text = ", ".join(f"{p.name} {p.size} LIF" for p in model.spec.populations)
     lines = [f"exported {run_dir} for {target}: recurrent network input {model.spec.n_in} (spike source) -> "
-             f"rec {model.spec.n_rec} LIF -> out {model.spec.n_out} (final v), {weight_bits}-bit weights, "
+             f"{rec_text} -> out {model.spec.n_out} (final v), {weight_bits}-bit weights, "
              f"{S} steps per frame",
              f"accuracy on {data.name} test set",
              f"  float network    {100 * acc['float_test']:6.2f} %",

@@ -26,7 +26,7 @@ class CoreUse:
     memory_bits: int
     memory_limit_bits: int
     # synapses / budget K_c share of each projection into the core, when several
-    # projections share it (a recurrent population: in_rec and rec_rec); empty otherwise
+    # projections share it (a recurrent population: in_rec and rec_rec, or every projection into it); empty otherwise
     by_projection: Dict[str, List[int]] = field(default_factory=dict)
 
     @property

@@ -1,12 +1,16 @@
 """Recurrent spiking networks trained by BPTT on the chip's own discrete dynamics.
 
-The network: input spike trains (``network.frame_encoding``) -> one recurrent
-population of Lava CUBA LIF neurons ("rec", recurrent onto itself with no
-self-connections) -> a readout population ("out"). Three projections,
-``in_rec``, ``rec_rec``, ``rec_out``, each a dense float (n_pre, n_post) array
-with a boolean mask of potential connections (what DEEP R rewires; the
-diagonal of ``rec_rec`` is always masked out). Each projection has one step of
-delay, as Lava's Sparse: spikes of step t reach the post population at t + 1.
+The network: input spike trains (``network.frame_encoding``) -> one or more
+recurrent populations of Lava CUBA LIF neurons -> a readout population
+("out"). By default one population "rec" (recurrent onto itself with no
+self-connections) and three projections ``in_rec``, ``rec_rec``, ``rec_out``;
+in general (:meth:`RecurrentSpec.graph`) any named populations and projections
+pre -> post between input, the populations and out (never into input, never
+out of out; pre == post never connects a neuron to itself). Each projection is
+a dense float (n_pre, n_post) array with a boolean mask of potential
+connections (what DEEP R rewires; the diagonal of a pre == post projection is
+always masked out). Each projection has one step of delay, as Lava's Sparse:
+spikes of step t reach the post population at t + 1.
 
 The float dynamics are the chip's update (DESIGN.md section 4,
 ``simulate.emulator.lif_step``) without integer truncation, per population
@@ -44,6 +48,13 @@ needed beyond that gather.
 
 The non-spiking reference ("rate" kind): the same u, v filters and the same
 projections, with z_t = tanh(v^_t) and no reset, trained by the same code.
+
+Several populations: the rule above holds per population (each its own LifParams);
+BPTT carries dL/dz_pre(t-1) += dL/du_post(t) @ W_q.T for every projection q. The
+trace's ``z`` and ``vhat`` are the populations' side by side (population order), so
+the firing-rate regulariser is over every recurrent neuron. The one-population
+network does exactly the float32 operations it did before several populations
+existed (tests/test_multipop.py checks it bit for bit against a frozen copy).
 """
 from __future__ import annotations
 
@@ -59,14 +70,15 @@ from deepr_neuro.network.frame_encoding import FrameEncoding
 
 __all__ = ["DECAY_UNITY", "decay_from_tau", "tau_from_decay", "LifParams", "RecurrentSpec",
            "RecurrentModel", "ForwardTrace", "Adam", "TrainResult", "train_recurrent",
-           "GAMMA", "PROJECTIONS"]
+           "GAMMA", "PROJECTIONS", "RecPopulation", "RecProjection", "INPUT", "READOUT"]
 
 DECAY_UNITY = 4096
 DU_OFFSET = 1        # Lava's ds_offset: u decays by (4096 - (du + 1)) / 4096
 DV_OFFSET = 0        # Lava's dm_offset
 GAMMA = 0.3          # LSNN's dampening of the pseudo-derivative
-PROJECTIONS = ("in_rec", "rec_rec", "rec_out")
+PROJECTIONS = ("in_rec", "rec_rec", "rec_out")     # the one-population network's projections
 KINDS = ("spiking", "rate")
+INPUT, READOUT = "input", "out"                     # reserved population names
 
 
 def decay_from_tau(tau_steps: float, offset: int) -> int:
@@ -124,8 +136,36 @@ class LifParams:
 
 
 @dataclass(frozen=True)
+class RecPopulation:
+    """One recurrent population: name, neurons, chip parameters."""
+
+    name: str
+    size: int
+    lif: LifParams
+
+
+@dataclass(frozen=True)
+class RecProjection:
+    """One projection pre -> post (``input``, a population's name, or ``out``)."""
+
+    name: str
+    pre: str
+    post: str
+
+
+_SINGLE_PROJECTIONS = (RecProjection("in_rec", INPUT, "rec"), RecProjection("rec_rec", "rec", "rec"),
+                       RecProjection("rec_out", "rec", READOUT))
+
+
+@dataclass(frozen=True)
 class RecurrentSpec:
-    """What the recurrent network is: sizes, neuron parameters, encoding, kind."""
+    """What the recurrent network is: sizes, neuron parameters, encoding, kind.
+
+    ``n_in``, ``n_rec``, ``n_out``, ``rec``: the one-population network
+    (population "rec", projections in_rec, rec_rec, rec_out). Several
+    populations: build with :meth:`graph` (``populations``/``projections`` set;
+    ``n_rec`` is then their total and ``rec`` the first one's parameters).
+    """
 
     n_in: int
     n_rec: int
@@ -135,6 +175,8 @@ class RecurrentSpec:
     encoding: FrameEncoding = field(default_factory=FrameEncoding)
     kind: str = "spiking"
     gamma: float = GAMMA
+    populations: Tuple[RecPopulation, ...] = ()
+    projections: Tuple[RecProjection, ...] = ()
 
     def __post_init__(self):
         for name in ("n_in", "n_rec", "n_out"):
@@ -145,27 +187,126 @@ class RecurrentSpec:
             raise ConfigError(f"kind: {str(self.kind)[:40]!r} is not one of {', '.join(KINDS)}")
         if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma < 10):
             raise ConfigError(f"gamma: must be a number in (0, 10) (got {str(self.gamma)[:40]})")
+        single = (len(self.populations) == 1 and self.populations[0].name == "rec"
+                  and tuple(self.projections) == _SINGLE_PROJECTIONS)
+        if single or (not self.populations and not self.projections):
+            # the one-population network (also after dataclasses.replace of n_rec or rec)
+            object.__setattr__(self, "populations", (RecPopulation("rec", int(self.n_rec), self.rec),))
+            object.__setattr__(self, "projections", _SINGLE_PROJECTIONS)
+        else:
+            object.__setattr__(self, "populations", tuple(self.populations))
+            object.__setattr__(self, "projections", tuple(self.projections))
+            self._check_graph()
+
+    def _check_graph(self) -> None:
+        pops, projs = self.populations, self.projections
+        names = [p.name for p in pops]
+        if not pops:
+            raise ConfigError("populations: at least one recurrent population")
+        for p in pops:
+            if not isinstance(p, RecPopulation) or not isinstance(p.lif, LifParams):
+                raise ConfigError(f"populations: expected RecPopulation(name, size, LifParams), got {str(p)[:80]}")
+            if p.name in (INPUT, READOUT) or names.count(p.name) > 1:
+                raise ConfigError(f"populations: name {p.name!r} is reserved or used twice")
+            if isinstance(p.size, bool) or not isinstance(p.size, (int, np.integer)) or not 1 <= p.size <= 1 << 16:
+                raise ConfigError(f"populations: {p.name!r} size must be an integer in 1..65536 (got {p.size})")
+        if sum(p.size for p in pops) != self.n_rec or pops[0].lif != self.rec:
+            raise ConfigError("n_rec / rec: must be the populations' total size and the first one's LifParams "
+                              "(build the spec with RecurrentSpec.graph)")
+        known = {INPUT, READOUT, *names}
+        seen, pairs = set(), set()
+        for q in projs:
+            if not isinstance(q, RecProjection) or q.name in seen:
+                raise ConfigError(f"projections: {str(q)[:80]} is not a RecProjection or its name is used twice")
+            seen.add(q.name)
+            if q.pre not in known or q.post not in known or q.post == INPUT or q.pre == READOUT:
+                raise ConfigError(f"projections: {q.name!r} {q.pre!r} -> {q.post!r}: pre must be input or a "
+                                  "population, post a population or out")
+            if (q.pre, q.post) in pairs:
+                raise ConfigError(f"projections: {q.name!r} repeats {q.pre!r} -> {q.post!r}")
+            pairs.add((q.pre, q.post))
+        for post in (*names, READOUT):
+            if not any(q.post == post for q in projs):
+                raise ConfigError(f"projections: nothing projects into {post!r}")
+
+    @classmethod
+    def graph(cls, n_in: int, n_out: int, populations, projections, **kw) -> "RecurrentSpec":
+        """Several populations: ``populations`` [(name, size, LifParams)], ``projections``
+        [(name, pre, post)]; ``kw``: out, encoding, kind, gamma."""
+        pops = tuple(p if isinstance(p, RecPopulation) else RecPopulation(*p) for p in populations)
+        projs = tuple(q if isinstance(q, RecProjection) else RecProjection(*q) for q in projections)
+        if not pops:
+            raise ConfigError("populations: at least one recurrent population")
+        return cls(n_in=n_in, n_rec=int(sum(int(p.size) for p in pops)), n_out=n_out, rec=pops[0].lif,
+                   populations=pops, projections=projs, **kw)
+
+    # ------------------------------------------------------------ the graph
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """The recurrent populations' names, in order."""
+        return tuple(p.name for p in self.populations)
+
+    def size(self, name: str) -> int:
+        if name == INPUT:
+            return int(self.n_in)
+        if name == READOUT:
+            return int(self.n_out)
+        return int(next(p.size for p in self.populations if p.name == name))
+
+    def lif(self, name: str) -> LifParams:
+        return self.out if name == READOUT else next(p.lif for p in self.populations if p.name == name)
+
+    def projection_names(self) -> Tuple[str, ...]:
+        return tuple(q.name for q in self.projections)
+
+    def ends(self) -> Dict[str, Tuple[str, str]]:
+        return {q.name: (q.pre, q.post) for q in self.projections}
+
+    def offsets(self) -> Dict[str, Tuple[int, int]]:
+        """Each population's slice of the side-by-side recurrent neurons (trace z, vhat)."""
+        out, lo = {}, 0
+        for p in self.populations:
+            out[p.name] = (lo, lo + int(p.size))
+            lo += int(p.size)
+        return out
 
     def shapes(self) -> Dict[str, Tuple[int, int]]:
-        return {"in_rec": (self.n_in, self.n_rec), "rec_rec": (self.n_rec, self.n_rec),
-                "rec_out": (self.n_rec, self.n_out)}
+        return {q.name: (self.size(q.pre), self.size(q.post)) for q in self.projections}
 
     def potential(self) -> Dict[str, np.ndarray]:
-        """Masks of potential connections: everything but rec_rec's diagonal."""
+        """Masks of potential connections: everything but the diagonal of a pre == post projection."""
         m = {k: np.ones(s, dtype=bool) for k, s in self.shapes().items()}
-        np.fill_diagonal(m["rec_rec"], False)
+        for q in self.projections:
+            if q.pre == q.post:
+                np.fill_diagonal(m[q.name], False)
         return m
 
 
 @dataclass
 class ForwardTrace:
-    """What BPTT needs from a forward pass, time-major: (T, B, n)."""
+    """What BPTT needs from a forward pass, time-major: (T, B, n).
 
-    x: np.ndarray          # input spikes as float (T, B, n_in)
-    vhat: np.ndarray       # recurrent v before reset (T, B, n_rec)
-    z: np.ndarray          # recurrent output: spikes (0/1) or tanh rates (T, B, n_rec)
-    v_out: np.ndarray      # readout v (T, B, n_out)
-    last: np.ndarray       # index of each sample's last step (B,)
+    ``zs``/``vhats``: per recurrent population; ``z``/``vhat``: every population's
+    side by side (population order; the one population's own array when there is one)."""
+
+    x: np.ndarray                      # input spikes as float (T, B, n_in)
+    vhats: Dict[str, np.ndarray]       # recurrent v before reset, per population (T, B, n_p)
+    zs: Dict[str, np.ndarray]          # recurrent output: spikes (0/1) or tanh rates, per population
+    v_out: np.ndarray                  # readout v (T, B, n_out)
+    last: np.ndarray                   # index of each sample's last step (B,)
+
+    @staticmethod
+    def _joined(parts: Dict[str, np.ndarray]) -> np.ndarray:
+        vals = list(parts.values())
+        return vals[0] if len(vals) == 1 else np.concatenate(vals, axis=2)
+
+    @property
+    def z(self) -> np.ndarray:
+        return self._joined(self.zs)
+
+    @property
+    def vhat(self) -> np.ndarray:
+        return self._joined(self.vhats)
 
     @property
     def logits(self) -> np.ndarray:
@@ -173,7 +314,7 @@ class ForwardTrace:
 
 
 class RecurrentModel:
-    """Weights + masks of the three projections, forward and BPTT (pure NumPy).
+    """Weights + masks of the projections, forward and BPTT (pure NumPy).
 
     ``weights[name]`` is a dense (n_pre, n_post) float array; ``masks[name]``
     a bool array of the same shape: where False the connection does not exist
@@ -187,11 +328,12 @@ class RecurrentModel:
         self.dtype = np.dtype(dtype)
         shapes = spec.shapes()
         pot = spec.potential()
-        if set(weights) != set(PROJECTIONS):
-            raise ConfigError(f"weights: expected projections {', '.join(PROJECTIONS)}, got {sorted(weights)}")
+        names = spec.projection_names()
+        if set(weights) != set(names):
+            raise ConfigError(f"weights: expected projections {', '.join(names)}, got {sorted(weights)}")
         masks = pot if masks is None else masks
         self.weights, self.masks = {}, {}
-        for k in PROJECTIONS:
+        for k in names:
             w = np.asarray(weights[k])
             m = np.asarray(masks[k])
             if w.shape != shapes[k] or m.shape != shapes[k]:
@@ -204,23 +346,29 @@ class RecurrentModel:
 
     @classmethod
     def init(cls, spec: RecurrentSpec, seed: int = 0, masks=None, dtype=np.float32,
-             in_scale: float = 1.0, rec_scale: float = 1.0, out_scale: float = 1.0) -> "RecurrentModel":
-        """Gaussian weights: N(0, scale^2 / fan_in) per projection, fan_in counted over the mask."""
+             in_scale: float = 1.0, rec_scale: float = 1.0, out_scale: float = 1.0,
+             scales: Optional[Dict[str, float]] = None) -> "RecurrentModel":
+        """Gaussian weights: N(0, scale^2 / fan_in) per projection, fan_in counted over the mask.
+        Scale: ``scales[name]`` if given, else in_scale (from the input), out_scale (into out)
+        or rec_scale (between recurrent populations); drawn in projection order."""
         rng = np.random.RandomState(int(seed))
         pot = spec.potential() if masks is None else masks
         w = {}
-        for k, sc in (("in_rec", in_scale), ("rec_rec", rec_scale), ("rec_out", out_scale)):
-            m = pot[k]
+        for q in spec.projections:
+            sc = in_scale if q.pre == INPUT else out_scale if q.post == READOUT else rec_scale
+            if scales and q.name in scales:
+                sc = scales[q.name]
+            m = pot[q.name]
             fan = max(float(m.sum(axis=0).mean()), 1.0)
-            w[k] = rng.standard_normal(m.shape) * (sc / math.sqrt(fan))
+            w[q.name] = rng.standard_normal(m.shape) * (sc / math.sqrt(fan))
         return cls(spec, w, masks, dtype)
 
     def apply_masks(self) -> None:
-        for k in PROJECTIONS:
+        for k in self.spec.projection_names():
             self.weights[k] *= self.masks[k]
 
     def effective(self) -> Dict[str, np.ndarray]:
-        return {k: self.weights[k] * self.masks[k] for k in PROJECTIONS}
+        return {k: self.weights[k] * self.masks[k] for k in self.spec.projection_names()}
 
     # ------------------------------------------------------------ forward
     def forward(self, spikes: np.ndarray, n_steps: np.ndarray) -> ForwardTrace:
@@ -234,47 +382,78 @@ class RecurrentModel:
         if L.shape != (B,) or (B and (L.min() < 1 or L.max() > T)):
             raise ConfigError(f"n_steps: expected {B} step counts in 1..{T}")
         W = self.effective()
-        Win, Wrec, Wout = W["in_rec"], W["rec_rec"], W["rec_out"]
-        au, av = dt.type(spec.rec.alpha_u), dt.type(spec.rec.alpha_v)
         aou, aov = dt.type(spec.out.alpha_u), dt.type(spec.out.alpha_v)
         xs = np.ascontiguousarray(x.transpose(1, 0, 2)).astype(dt)      # (T, B, n_in)
-        n, C = spec.n_rec, spec.n_out
-        vhat = np.empty((T, B, n), dt)
-        z = np.empty((T, B, n), dt)
+        C = spec.n_out
+        pops = spec.populations
+        vhat = {p.name: np.empty((T, B, p.size), dt) for p in pops}
+        z = {p.name: np.empty((T, B, p.size), dt) for p in pops}
         v_out = np.empty((T, B, C), dt)
-        u = np.zeros((B, n), dt)
-        v = np.zeros((B, n), dt)
         uo = np.zeros((B, C), dt)
         vo = np.zeros((B, C), dt)
         one = dt.type(1)
         spiking = spec.kind == "spiking"
-        # the input projection does not depend on the state: one product for all steps
-        ain = (xs[:-1].reshape(-1, spec.n_in) @ Win).reshape(T - 1, B, n) if T > 1 else None
+        # per population: the projections from recurrent populations (step by step) and
+        # the input projections (they do not depend on the state: one product for all steps)
+        rec_in = {p.name: [(q.pre, W[q.name]) for q in spec.projections if q.post == p.name and q.pre != INPUT]
+                  for p in pops}
+        ain = {}
+        for p in pops:
+            for q in spec.projections:
+                if q.post == p.name and q.pre == INPUT and T > 1:
+                    prod = (xs[:-1].reshape(-1, spec.n_in) @ W[q.name]).reshape(T - 1, B, p.size)
+                    if p.name in ain:
+                        ain[p.name] += prod
+                    else:
+                        ain[p.name] = prod
+        state = {p.name: (np.zeros((B, p.size), dt), np.zeros((B, p.size), dt)) for p in pops}
+        alphas = {p.name: (dt.type(p.lif.alpha_u), dt.type(p.lif.alpha_v)) for p in pops}
         for t in range(T):
-            if t:
-                a = z[t - 1] @ Wrec
-                a += ain[t - 1]
-            else:
-                a = np.zeros((B, n), dt)
-            u = au * u + a
-            vh = av * v + u
-            vhat[t] = vh
-            if spiking:
-                s = vh > one
-                z[t] = s
-                v = np.where(s, dt.type(0), vh)
-            else:
-                z[t] = np.tanh(vh)
-                v = vh
+            for p in pops:
+                u, v = state[p.name]
+                au, av = alphas[p.name]
+                if t:
+                    srcs = rec_in[p.name]
+                    if srcs:
+                        a = z[srcs[0][0]][t - 1] @ srcs[0][1]
+                        for pre, Wq in srcs[1:]:
+                            a += z[pre][t - 1] @ Wq
+                        if p.name in ain:
+                            a += ain[p.name][t - 1]
+                    else:
+                        a = ain[p.name][t - 1].copy()
+                else:
+                    a = np.zeros((B, p.size), dt)
+                u = au * u + a
+                vh = av * v + u
+                vhat[p.name][t] = vh
+                if spiking:
+                    s = vh > one
+                    z[p.name][t] = s
+                    v = np.where(s, dt.type(0), vh)
+                else:
+                    z[p.name][t] = np.tanh(vh)
+                    v = vh
+                state[p.name] = (u, v)
         # the readout feeds nothing back: its input for all steps in one product
         ao = np.zeros((T, B, C), dt)
         if T > 1:
-            ao[1:] = (z[:-1].reshape(-1, n) @ Wout).reshape(T - 1, B, C)
+            first = True
+            for q in spec.projections:
+                if q.post != READOUT:
+                    continue
+                act = xs if q.pre == INPUT else z[q.pre]
+                prod = (act[:-1].reshape(-1, act.shape[2]) @ W[q.name]).reshape(T - 1, B, C)
+                if first:
+                    ao[1:] = prod
+                    first = False
+                else:
+                    ao[1:] += prod
         for t in range(T):
             uo = aou * uo + ao[t]
             vo = aov * vo + uo
             v_out[t] = vo
-        return ForwardTrace(x=xs, vhat=vhat, z=z, v_out=v_out, last=L - 1)
+        return ForwardTrace(x=xs, vhats=vhat, zs=z, v_out=v_out, last=L - 1)
 
     # ------------------------------------------------------------ loss + BPTT
     def loss_and_grads(self, spikes: np.ndarray, n_steps: np.ndarray, y: np.ndarray,
@@ -285,7 +464,7 @@ class RecurrentModel:
         the forward trace, accuracy, the mean firing rate and the seconds spent
         in forward and backward. ``rate_reg`` adds rate_reg * mean_n (r_n -
         rate_target)^2, r_n = neuron n's mean output over valid steps (LSNN's
-        firing-rate regulariser).
+        firing-rate regulariser; n over every recurrent population).
         """
         t0 = time.perf_counter()
         tr = self.forward(spikes, n_steps)
@@ -298,27 +477,29 @@ class RecurrentModel:
 
     def _backward(self, tr: ForwardTrace, g_logits: np.ndarray, rate_reg: float, rate_target: float):
         spec, dt = self.spec, self.dtype
-        T, B, n = tr.z.shape
+        T, B = tr.v_out.shape[:2]
+        n = spec.n_rec
+        pops = spec.populations
         W = self.effective()
-        Wrec, Wout = W["rec_rec"], W["rec_out"]
-        au, av = dt.type(spec.rec.alpha_u), dt.type(spec.rec.alpha_v)
         aou, aov = dt.type(spec.out.alpha_u), dt.type(spec.out.alpha_v)
         gamma = dt.type(spec.gamma)
         valid = (np.arange(T)[:, None] <= tr.last[None, :])                # (T, B)
         # firing-rate regulariser on the recurrent outputs over valid steps
         steps = valid.sum(dtype=np.float64)
-        rate_n = (tr.z * valid[:, :, None]).sum(axis=(0, 1), dtype=np.float64) / steps   # (n,)
+        rate_n = np.concatenate([(tr.zs[p.name] * valid[:, :, None]).sum(axis=(0, 1), dtype=np.float64)
+                                 for p in pops]) / steps                    # (n,)
         reg = 0.0
         g_rate = None
         if rate_reg:
             diff = rate_n - rate_target
             reg = float(rate_reg * np.mean(diff ** 2))
-            g_rate = (rate_reg * 2.0 * diff / n / steps).astype(dt)          # dreg/dz per valid step
+            g_all = (rate_reg * 2.0 * diff / n / steps).astype(dt)          # dreg/dz per valid step
+            g_rate = {p.name: g_all[lo:hi] for p, (lo, hi) in zip(pops, spec.offsets().values())}
         # readout: loss reads v_out at each sample's last step
         g_vo_at = np.zeros((T, B, spec.n_out), dt)
         g_vo_at[tr.last, np.arange(B)] = g_logits
         # readout first: nothing flows back into it, so its gradients for all
-        # steps are known before the recurrent population's
+        # steps are known before the recurrent populations'
         guo_all = np.empty((T, B, spec.n_out), dt)
         guo = np.zeros((B, spec.n_out), dt)
         gvo = np.zeros((B, spec.n_out), dt)
@@ -328,42 +509,73 @@ class RecurrentModel:
             gvo = aov * gvo_hat
             guo_all[t] = guo
         gW = {}
-        gz_out = np.zeros((T, B, n), dt)   # dL/dz_t through the readout at t + 1
-        if T > 1:
-            g1 = guo_all[1:].reshape(-1, spec.n_out)
-            gW["rec_out"] = tr.z[:-1].reshape(-1, n).T @ g1
-            gz_out[:-1] = (g1 @ Wout.T).reshape(T - 1, B, n)
-        else:
-            gW["rec_out"] = np.zeros_like(self.weights["rec_out"])
-        gu_all = np.empty((T, B, n), dt)
-        gu = np.zeros((B, n), dt)
-        gv = np.zeros((B, n), dt)          # dL/dv_t (post-reset), carried from t+1
-        gz = np.zeros((B, n), dt)          # dL/dz_t through rec_rec at t+1
+        acts = {INPUT: tr.x, **tr.zs}
+        gz_out = {p.name: np.zeros((T, B, p.size), dt) for p in pops}   # dL/dz_t through the readout at t + 1
+        assigned = set()
+        for q in spec.projections:
+            if q.post != READOUT:
+                continue
+            if T > 1:
+                g1 = guo_all[1:].reshape(-1, spec.n_out)
+                act = acts[q.pre]
+                gW[q.name] = act[:-1].reshape(-1, act.shape[2]).T @ g1
+                if q.pre != INPUT:
+                    prod = (g1 @ W[q.name].T).reshape(T - 1, B, -1)
+                    if q.pre in assigned:
+                        gz_out[q.pre][:-1] += prod
+                    else:
+                        gz_out[q.pre][:-1] = prod
+                        assigned.add(q.pre)
+            else:
+                gW[q.name] = np.zeros_like(self.weights[q.name])
+        rec_out = {p.name: [(q.post, W[q.name]) for q in spec.projections
+                            if q.pre == p.name and q.post != READOUT] for p in pops}
+        gu_all = {p.name: np.empty((T, B, p.size), dt) for p in pops}
+        gu = {p.name: np.zeros((B, p.size), dt) for p in pops}
+        gv = {p.name: np.zeros((B, p.size), dt) for p in pops}    # dL/dv_t (post-reset), carried from t+1
+        gz = {p.name: np.zeros((B, p.size), dt) for p in pops}    # dL/dz_t through the projections at t+1
+        alphas = {p.name: (dt.type(p.lif.alpha_u), dt.type(p.lif.alpha_v)) for p in pops}
         spiking = spec.kind == "spiking"
         one = dt.type(1)
         for t in range(T - 1, -1, -1):
-            gz += gz_out[t]
-            if g_rate is not None:
-                gz += g_rate * valid[t][:, None]
-            vh = tr.vhat[t]
-            if spiking:
-                psi = gamma * np.maximum(dt.type(0), one - np.abs(vh - one))
-                gvh = gv * (one - tr.z[t]) + gz * psi
-            else:
-                gvh = gv + gz * (one - tr.z[t] * tr.z[t])
-            gu = gvh + au * gu
-            gv = av * gvh
-            gu_all[t] = gu
+            for p in pops:
+                k = p.name
+                au, av = alphas[k]
+                g = gz[k]
+                g += gz_out[k][t]
+                if g_rate is not None:
+                    g += g_rate[k] * valid[t][:, None]
+                vh = tr.vhats[k][t]
+                zt = tr.zs[k][t]
+                if spiking:
+                    psi = gamma * np.maximum(dt.type(0), one - np.abs(vh - one))
+                    gvh = gv[k] * (one - zt) + g * psi
+                else:
+                    gvh = gv[k] + g * (one - zt * zt)
+                gu[k] = gvh + au * gu[k]
+                gv[k] = av * gvh
+                gu_all[k][t] = gu[k]
             if t:
-                gz = gu @ Wrec.T           # projections delivering at t carry spikes of t - 1
-        if T > 1:
-            g1 = gu_all[1:].reshape(-1, n)
-            gW["in_rec"] = tr.x[:-1].reshape(-1, spec.n_in).T @ g1
-            gW["rec_rec"] = tr.z[:-1].reshape(-1, n).T @ g1
-        else:
-            gW["in_rec"] = np.zeros_like(self.weights["in_rec"])
-            gW["rec_rec"] = np.zeros_like(self.weights["rec_rec"])
-        for k in PROJECTIONS:
+                # projections delivering at t carry spikes of t - 1
+                for p in pops:
+                    outs = rec_out[p.name]
+                    if outs:
+                        g = gu[outs[0][0]] @ outs[0][1].T
+                        for post, Wq in outs[1:]:
+                            g += gu[post] @ Wq.T
+                        gz[p.name] = g
+                    else:
+                        gz[p.name] = np.zeros((B, p.size), dt)
+        for q in spec.projections:
+            if q.post == READOUT:
+                continue
+            if T > 1:
+                g1 = gu_all[q.post][1:].reshape(-1, spec.size(q.post))
+                act = acts[q.pre]
+                gW[q.name] = act[:-1].reshape(-1, act.shape[2]).T @ g1
+            else:
+                gW[q.name] = np.zeros_like(self.weights[q.name])
+        for k in spec.projection_names():
             gW[k] *= self.masks[k]
         return gW, rate_n, reg
 

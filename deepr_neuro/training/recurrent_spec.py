@@ -1,31 +1,41 @@
 """Model specs of recurrent spiking networks (``kind: recurrent`` in ``models/*.yaml``).
 
 A recurrent spec names the temporal data set, the frame encoding (real frames
--> integer spike trains, ``network.frame_encoding``), one recurrent population
-of the chip's CUBA LIF neuron (chip units du/dv/vth, or time constants
-tau_syn/tau_mem in chip steps converted exactly as ``LifParams.from_tau``), the
-three projections ``in_rec``, ``rec_rec`` (never a self-connection) and
-``rec_out`` with their target connectivities, the readout (one integrator
-neuron a class: ``training.recurrent``), BPTT settings and a ``training``
-block (the MLP spec's :class:`TrainingSpec`, so every training flag works).
+-> integer spike trains, ``network.frame_encoding``), the recurrent
+population(s) of the chip's CUBA LIF neuron (chip units du/dv/vth, or time
+constants tau_syn/tau_mem in chip steps converted exactly as
+``LifParams.from_tau``), the projections with their target connectivities, the
+readout (one integrator neuron a class: ``training.recurrent``), BPTT settings
+and a ``training`` block (the MLP spec's :class:`TrainingSpec`, so every
+training flag works).
+
+``recurrent`` is either one mapping (one population named ``rec``; projections
+exactly ``in_rec``, ``rec_rec`` (never a self-connection) and ``rec_out``) or a
+list of named populations; with a list every projection says ``pre`` (input or
+a population) and ``post`` (a population or out), pre == post never connects a
+neuron to itself, every population must be reached from the input and reach
+out, and ``input``/``out`` are reserved names. The order of the list is the
+order of the populations on the cores; a population's pre space is its
+projections' sources in the order the spec lists them.
 
 The MLP spec format (:class:`model_spec.ModelSpec`) is unchanged: a file is a
 recurrent spec exactly when it says ``kind: recurrent``
 (:func:`model_spec.load_model_spec` dispatches on it).
 
 Budgets: projection q keeps K_q = round(p_q * potential_q) connections
-(potential of ``rec_rec`` = n (n - 1)). ``--connectivity X`` sets p of every
-projection whose ``scaled`` is true (by default ``in_rec`` and ``rec_rec``, the
-projections into the recurrent population) to X; ``rec_out`` keeps its own p
-unless its ``scaled`` is true. ``--method dense`` trains every connection.
+(potential of a pre == post projection = n (n - 1)). ``--connectivity X`` sets p
+of every projection whose ``scaled`` is true (by default every projection into
+a recurrent population: ``in_rec`` and ``rec_rec`` of one population) to X; a
+projection into out keeps its own p unless its ``scaled`` is true. ``--method dense`` trains every connection.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      model_validator)
 
 from deepr_neuro.errors import ConfigError
 from deepr_neuro.hardware.mapping import NetworkPlan, PopulationSpec, ProjectionSpec, TrainingGraph, plan_graph
@@ -37,7 +47,7 @@ from deepr_neuro.training.model_spec import (MAX_NAME_CHARS, MAX_TEXT_CHARS, Mod
 __all__ = ["RecurrentModelSpec", "is_recurrent_spec", "SEQUENCE_FEATURES", "recurrent_graph",
            "projection_budgets", "lif_params", "recurrent_core_spec", "load_any_model_spec",
            "any_model_spec_from_dict", "build_recurrent_plan", "load_recurrent_data", "check_recurrent_fits_data",
-           "check_fits_data", "load_training_data"]
+           "check_fits_data", "load_training_data", "population_lif_params"]
 
 _CFG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -46,6 +56,9 @@ _CFG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 SEQUENCE_FEATURES = {"spoken-digits": 13, "fashion-mnist-rows": 28}
 SEQUENCE_CLASSES = {"spoken-digits": 10, "fashion-mnist-rows": 10}
 PROJECTION_NAMES = ("in_rec", "rec_rec", "rec_out")
+SINGLE_ENDS = {"in_rec": ("input", "rec"), "rec_rec": ("rec", "rec"), "rec_out": ("rec", "out")}
+RESERVED = ("input", "out")
+MAX_POPULATIONS = 64
 MAX_RECURRENT = 65_536
 MAX_STEPS_PER_FRAME = 1000
 
@@ -84,9 +97,12 @@ class NeuronSpec(BaseModel):
 
 
 class RecurrentPopulationSpec(BaseModel):
-    """The recurrent population ``rec``: its size, its split over cores and its neuron."""
+    """A recurrent population: its name (in a list; one mapping is ``rec``), size, split over
+    cores and neuron."""
 
     model_config = _CFG
+    name: Optional[str] = Field(None, min_length=1, max_length=MAX_NAME_CHARS,
+                                description="the population's name (a list of populations only)")
     size: int = Field(gt=0, le=MAX_RECURRENT, description="recurrent neurons")
     max_neurons_per_core: Optional[int] = Field(None, gt=0, le=MAX_RECURRENT,
                                                 description="at most this many of them on one core")
@@ -105,10 +121,14 @@ class ProjectionTarget(BaseModel):
     """One projection's target connectivity and initial weight scale."""
 
     model_config = _CFG
+    pre: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
+                               description="source: input or a population (required with a list of populations)")
+    post: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
+                                description="target: a population or out (required with a list of populations)")
     connectivity: float = Field(gt=0, le=1, description="fraction p of its potential connections kept")
     init_scale: float = Field(1.0, gt=0, le=1e3, description="initial weights ~ init_scale / sqrt(fan-in)")
-    scaled: Optional[bool] = Field(None, description="--connectivity X sets p to X (default: true for "
-                                                     "in_rec and rec_rec, false for rec_out)")
+    scaled: Optional[bool] = Field(None, description="--connectivity X sets p to X (default: true into a "
+                                                     "recurrent population, false into out)")
 
 
 class BpttSpec(BaseModel):
@@ -131,8 +151,39 @@ def _recurrent_training_defaults() -> TrainingSpec:
     return TrainingSpec(**RECURRENT_TRAINING_DEFAULTS)
 
 
+def _one_or_list(v: Any) -> str:
+    return "list" if isinstance(v, (list, tuple)) else "one"
+
+
+_UNION_TAGS = ("one", "list")
+RecurrentField = Annotated[Union[Annotated[RecurrentPopulationSpec, Tag("one")],
+                                 Annotated[List[RecurrentPopulationSpec], Tag("list")]],
+                           Discriminator(_one_or_list)]
+
+
+class _Untagged:
+    """A ValidationError without the union tag after ``recurrent`` in its locations (so a
+    message names ``recurrent.size`` or ``recurrent[1].size``, as the user wrote it)."""
+
+    def __init__(self, err: ValidationError):
+        self._err = err
+
+    def errors(self):
+        out = []
+        for e in self._err.errors():
+            loc = tuple(e.get("loc", ()))
+            if len(loc) >= 2 and loc[0] == "recurrent" and loc[1] in _UNION_TAGS:
+                e = {**e, "loc": loc[:1] + loc[2:]}
+            out.append(e)
+        return out
+
+
+def _format(err: ValidationError, source: str, cls) -> str:
+    return format_validation_error(_Untagged(err), source, cls)   # duck-typed: only .errors() is read
+
+
 class RecurrentModelSpec(BaseModel):
-    """A recurrent spiking network: input -> rec (recurrent, no self) -> out."""
+    """A recurrent spiking network: input -> recurrent population(s) (no self-connections) -> out."""
 
     model_config = _CFG
 
@@ -143,7 +194,7 @@ class RecurrentModelSpec(BaseModel):
     max_samples: Optional[int] = Field(None, gt=0, description="use at most this many samples of each split "
                                                                "(quick runs and tests); null: all")
     encoding: EncodingSpec = EncodingSpec()
-    recurrent: RecurrentPopulationSpec
+    recurrent: RecurrentField
     readout: ReadoutSpec = ReadoutSpec()
     projections: Dict[str, ProjectionTarget]
     nonlinearity: Literal["spiking", "rate"] = Field(
@@ -166,24 +217,133 @@ class RecurrentModelSpec(BaseModel):
             raise FieldIssue("dataset", f"unknown temporal data set {echo(self.dataset)}"
                                         f"{did_you_mean(self.dataset, SEQUENCE_FEATURES)} "
                                         f"(known: {', '.join(SEQUENCE_FEATURES)})")
+        if isinstance(self.recurrent, RecurrentPopulationSpec):
+            self._check_one()
+        else:
+            self._check_list()
+        return self
+
+    def _check_one(self) -> None:
+        if self.recurrent.name is not None:
+            raise FieldIssue("recurrent.name", "one population (a mapping) is always named 'rec'; give a list of "
+                                               "populations to name them")
         names = list(self.projections)
         for k in names:
             if k not in PROJECTION_NAMES:
                 raise FieldIssue(f"projections.{k}", f"unknown projection {echo(k)}{did_you_mean(k, PROJECTION_NAMES)}"
-                                                     f" (a recurrent spec has {', '.join(PROJECTION_NAMES)})")
+                                                     f" (a recurrent spec has {', '.join(PROJECTION_NAMES)}; "
+                                                     "give 'recurrent' as a list of populations for other "
+                                                     "projections)")
         for k in PROJECTION_NAMES:
             if k not in self.projections:
                 raise FieldIssue("projections", f"projection {k!r} missing (give {', '.join(PROJECTION_NAMES)}, "
                                                 "each with a connectivity)")
+        for k, (pre, post) in SINGLE_ENDS.items():
+            t = self.projections[k]
+            for end, want, got in (("pre", pre, t.pre), ("post", post, t.post)):
+                if got is not None and got != want:
+                    raise FieldIssue(f"projections.{k}.{end}", f"{k} goes {pre} -> {post} (got {end} {echo(got)})")
         if self.recurrent.size < 2:
             raise FieldIssue("recurrent.size", "a recurrent population needs at least 2 neurons (rec_rec has "
                                                "no self-connections)")
-        return self
+
+    def _check_list(self) -> None:
+        pops = self.recurrent
+        if not pops:
+            raise FieldIssue("recurrent", "give at least one population (a mapping, or a list of named ones)")
+        if len(pops) > MAX_POPULATIONS:
+            raise FieldIssue("recurrent", f"{len(pops)} populations; at most {MAX_POPULATIONS}")
+        names: List[str] = []
+        for i, p in enumerate(pops):
+            if p.name is None:
+                raise FieldIssue(f"recurrent.{i}.name", "required field is missing: a population in a list needs "
+                                                        "a name")
+            if p.name in RESERVED:
+                raise FieldIssue(f"recurrent.{i}.name", f"{echo(p.name)} is reserved (the input and the readout "
+                                                        "populations); choose another name")
+            if p.name in names:
+                raise FieldIssue(f"recurrent.{i}.name", f"population {echo(p.name)} is named twice; names must be "
+                                                        "unique")
+            names.append(p.name)
+        known = ("input", *names, "out")
+        pairs: Dict[Tuple[str, str], str] = {}
+        for k, t in self.projections.items():
+            if k in names or k in RESERVED:
+                raise FieldIssue(f"projections.{k}", f"projection {echo(k)} has the name of a population; "
+                                                     "choose another name")
+            for end in ("pre", "post"):
+                v = getattr(t, end)
+                if v is None:
+                    raise FieldIssue(f"projections.{k}.{end}", f"required with a list of populations: say "
+                                                               f"{'input or a population' if end == 'pre' else 'a population or out'}")
+                if v not in known:
+                    raise FieldIssue(f"projections.{k}.{end}", f"unknown population {echo(v)}"
+                                                               f"{did_you_mean(v, known)} (known: {', '.join(known)})")
+            if t.post == "input":
+                raise FieldIssue(f"projections.{k}.post", "nothing projects into the input (the data drives it)")
+            if t.pre == "out":
+                raise FieldIssue(f"projections.{k}.pre", "the readout out projects nowhere (it is read after the "
+                                                         "sample's last step)")
+            if (t.pre, t.post) in pairs:
+                raise FieldIssue(f"projections.{k}", f"repeats {t.pre} -> {t.post} of projection "
+                                                     f"{pairs[(t.pre, t.post)]!r}; merge them into one")
+            pairs[(t.pre, t.post)] = k
+            if t.pre == t.post and self.population(t.pre).size < 2:
+                raise FieldIssue(f"projections.{k}", f"{t.pre} -> {t.pre} never connects a neuron to itself: "
+                                                     f"population {t.pre!r} needs at least 2 neurons")
+        reach = _reachable("input", [(t.pre, t.post) for t in self.projections.values()])
+        back = _reachable("out", [(t.post, t.pre) for t in self.projections.values()])
+        if "out" not in reach:
+            raise FieldIssue("projections", "the readout 'out' is unreachable from the input: add projections "
+                                            "input -> ... -> out")
+        for i, n in enumerate(names):
+            if n not in reach:
+                raise FieldIssue(f"recurrent.{i}", f"population {n!r}: no input reaches it (no path of projections "
+                                                   "from input)")
+            if n not in back:
+                raise FieldIssue(f"recurrent.{i}", f"population {n!r} reaches no readout (no path of projections "
+                                                   "to out): it could not learn anything")
 
     # ------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: dict, source: str = "<model spec>") -> "RecurrentModelSpec":
-        return validate_mapping(cls, data, source, "recurrent model spec")
+        if not isinstance(data, dict):
+            return validate_mapping(cls, data, source, "recurrent model spec")    # its refusal
+        try:
+            spec = cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format(err, source, cls)) from None
+        spec._source = str(source)
+        return spec
+
+    # ------------------------------------------------------------ the graph
+    @property
+    def is_single(self) -> bool:
+        """One population given as a mapping (named ``rec``, projections in_rec, rec_rec, rec_out)."""
+        return isinstance(self.recurrent, RecurrentPopulationSpec)
+
+    def populations(self) -> List[Tuple[str, RecurrentPopulationSpec]]:
+        """(name, spec) of every recurrent population, in order."""
+        if self.is_single:
+            return [("rec", self.recurrent)]
+        return [(p.name, p) for p in self.recurrent]
+
+    def population(self, name: str) -> RecurrentPopulationSpec:
+        return next(p for n, p in self.populations() if n == name)
+
+    def projection_ends(self) -> Dict[str, Tuple[str, str]]:
+        """name -> (pre, post) of every projection, in the spec's order (in_rec, rec_rec, rec_out
+        for one population)."""
+        if self.is_single:
+            return dict(SINGLE_ENDS)
+        return {k: (t.pre, t.post) for k, t in self.projections.items()}
+
+    def size_of(self, name: str) -> int:
+        if name == "input":
+            return self.n_in
+        if name == "out":
+            return self.n_out
+        return int(self.population(name).size)
 
     @property
     def source(self) -> str:
@@ -206,7 +366,7 @@ class RecurrentModelSpec(BaseModel):
         try:
             spec = type(self).model_validate(data)
         except ValidationError as err:
-            msg = format_validation_error(err, src, type(self))
+            msg = _format(err, src, type(self))
             lines = msg.split("\n")
             for k in kw:
                 where = f"field 'training.{k}':" if k not in top_keys else f"field '{k}':"
@@ -238,15 +398,36 @@ def is_recurrent_spec(spec) -> bool:
     return isinstance(spec, RecurrentModelSpec)
 
 
-def lif_params(spec: RecurrentModelSpec):
-    """(rec, out) LifParams: chip units as given, or time constants converted by LifParams.from_tau."""
+def _reachable(start: str, edges) -> set:
+    seen, todo = {start}, [start]
+    while todo:
+        a = todo.pop()
+        for pre, post in edges:
+            if pre == a and post not in seen:
+                seen.add(post)
+                todo.append(post)
+    return seen
+
+
+def _lif(nrn: NeuronSpec):
     from deepr_neuro.training.recurrent import LifParams
 
-    nrn = spec.recurrent.neuron
     if nrn.du is not None:
-        rec = LifParams(du=nrn.du, dv=nrn.dv, vth=nrn.vth)
-    else:
-        rec = LifParams.from_tau(nrn.tau_syn, nrn.tau_mem, vth=nrn.vth)
+        return LifParams(du=nrn.du, dv=nrn.dv, vth=nrn.vth)
+    return LifParams.from_tau(nrn.tau_syn, nrn.tau_mem, vth=nrn.vth)
+
+
+def population_lif_params(spec: RecurrentModelSpec) -> Dict[str, Any]:
+    """name -> LifParams of every recurrent population (chip units, or time constants converted
+    by LifParams.from_tau)."""
+    return {name: _lif(p.neuron) for name, p in spec.populations()}
+
+
+def lif_params(spec: RecurrentModelSpec):
+    """(rec, out) LifParams: the (first) recurrent population's and the readout's."""
+    from deepr_neuro.training.recurrent import LifParams
+
+    rec = next(iter(population_lif_params(spec).values()))
     out = LifParams(du=spec.readout.du, dv=spec.readout.dv, vth=131071)
     return rec, out
 
@@ -259,13 +440,19 @@ def recurrent_core_spec(spec: RecurrentModelSpec):
     rec, out = lif_params(spec)
     enc = FrameEncoding(steps_per_frame=spec.encoding.steps_per_frame, scale=float(spec.encoding.scale),
                         signed=spec.encoding.signed)
-    return RecurrentSpec(n_in=spec.n_in, n_rec=spec.recurrent.size, n_out=spec.n_out, rec=rec, out=out,
-                         encoding=enc, kind=spec.nonlinearity, gamma=float(spec.bptt.gamma))
+    if spec.is_single:
+        return RecurrentSpec(n_in=spec.n_in, n_rec=spec.recurrent.size, n_out=spec.n_out, rec=rec, out=out,
+                             encoding=enc, kind=spec.nonlinearity, gamma=float(spec.bptt.gamma))
+    lifs = population_lif_params(spec)
+    return RecurrentSpec.graph(spec.n_in, spec.n_out, [(n, int(p.size), lifs[n]) for n, p in spec.populations()],
+                               [(k, pre, post) for k, (pre, post) in spec.projection_ends().items()],
+                               out=out, encoding=enc, kind=spec.nonlinearity, gamma=float(spec.bptt.gamma))
 
 
 def _potential(spec: RecurrentModelSpec, name: str) -> int:
-    n, i, c = spec.recurrent.size, spec.n_in, spec.n_out
-    return {"in_rec": i * n, "rec_rec": n * (n - 1), "rec_out": n * c}[name]
+    pre, post = spec.projection_ends()[name]
+    n_pre, n_post = spec.size_of(pre), spec.size_of(post)
+    return n_pre * n_post - (n_post if pre == post else 0)
 
 
 def projection_budgets(spec: RecurrentModelSpec, connectivity: Optional[float] = None,
@@ -276,10 +463,10 @@ def projection_budgets(spec: RecurrentModelSpec, connectivity: Optional[float] =
                 or not 0 < connectivity <= 1:
             raise ConfigError(f"--connectivity: must be a fraction in (0, 1] (got {echo(connectivity)})")
     out = {}
-    for name in PROJECTION_NAMES:
+    for name, (_, post) in spec.projection_ends().items():
         t = spec.projections[name]
         p = t.connectivity
-        scaled = t.scaled if t.scaled is not None else name != "rec_out"
+        scaled = t.scaled if t.scaled is not None else post != "out"
         if dense:
             p = 1.0
         elif connectivity is not None and scaled:
@@ -295,14 +482,14 @@ def projection_budgets(spec: RecurrentModelSpec, connectivity: Optional[float] =
 
 
 def recurrent_graph(spec: RecurrentModelSpec, budgets: Dict[str, int]) -> TrainingGraph:
-    """input -> rec (in_rec), rec -> rec (rec_rec, no self), rec -> out (rec_out).
-    rec's pre space is [input channels | rec neurons] (projection order)."""
+    """input, the recurrent populations in order, out; every projection of the spec (pre == post
+    without self-connections). A population's pre space is its sources in projection order
+    ([input channels | rec neurons] for one population)."""
     pops = (PopulationSpec("input", spec.n_in, None),
-            PopulationSpec("rec", spec.recurrent.size, spec.recurrent.max_neurons_per_core),
+            *(PopulationSpec(n, p.size, p.max_neurons_per_core) for n, p in spec.populations()),
             PopulationSpec("out", spec.n_out, None))
-    projs = (ProjectionSpec("in_rec", "input", "rec", budgets["in_rec"]),
-             ProjectionSpec("rec_rec", "rec", "rec", budgets["rec_rec"], allow_self=False),
-             ProjectionSpec("rec_out", "rec", "out", budgets["rec_out"]))
+    projs = tuple(ProjectionSpec(k, pre, post, budgets[k], **({"allow_self": False} if pre == post else {}))
+                  for k, (pre, post) in spec.projection_ends().items())
     return TrainingGraph(pops, projs)
 
 
@@ -342,7 +529,8 @@ def check_fits_data(spec, data) -> None:
 
 
 def build_recurrent_plan(profile, spec: RecurrentModelSpec, settings) -> NetworkPlan:
-    """Map input, rec and out onto the profile's cores; K_c over the union of projections into a core."""
+    """Map input, the recurrent populations and out onto the profile's cores; K_c over the union of
+    projections into a core."""
     connectivity = settings.connectivity
     dense = settings.method == "dense"
     if dense and connectivity not in (None, 1.0):

@@ -2,11 +2,13 @@
 ``kind: recurrent`` path).
 
 The network is a training graph (input -> rec, rec -> rec without
-self-connections, rec -> out) mapped by ``plan_graph``: a core of ``rec``
-holds K_c connections over the UNION of ``in_rec`` and ``rec_rec`` (one budget,
-one input-axon limit over both). One :class:`DeepR` layer per post population
-over its concatenated pre space ([input channels | rec neurons] for ``rec``)
-keeps that exact at every step. Each training step:
+self-connections, rec -> out; or several recurrent populations with any
+projections between them) mapped by ``plan_graph``: a core of a recurrent
+population holds K_c connections over the UNION of every projection into it
+(``in_rec`` and ``rec_rec`` for one population: one budget, one input-axon
+limit over all of them). One :class:`DeepR` layer per post population over its
+concatenated pre space ([input channels | rec neurons] for ``rec``) keeps that
+exact at every step. Each training step:
 
 1. the DeepR slots become the dense weights and masks of H6's
    :class:`RecurrentModel` (w = sign * theta where active; dormant = masked);
@@ -24,10 +26,8 @@ Pure NumPy: no Lava or Brian2 import.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -205,7 +205,9 @@ class RecurrentTrainer(Trainer):
         m.pop("layers", None)
         m.pop("input_cores", None)
         m["graph"] = self.graph_block()
-        rec, out = self.core_spec.rec, self.core_spec.out
+        cs = self.core_spec
+        neurons = {p.name: {"du": int(p.lif.du), "dv": int(p.lif.dv), "vth": int(p.lif.vth)} for p in cs.populations}
+        neurons["out"] = {"du": int(cs.out.du), "dv": int(cs.out.dv), "vth": int(cs.out.vth)}
         norm = getattr(self.data, "norm", {}) or {}
         m["recurrent"] = {
             "encoding": self.core_spec.encoding.info(),
@@ -213,8 +215,7 @@ class RecurrentTrainer(Trainer):
                               if k in norm},
             "readout": "final_v",
             "nonlinearity": self.core_spec.kind,
-            "neurons": {"rec": {"du": int(rec.du), "dv": int(rec.dv), "vth": int(rec.vth)},
-                        "out": {"du": int(out.du), "dv": int(out.dv), "vth": int(out.vth)}},
+            "neurons": neurons,
             "steps_per_frame": int(self.core_spec.encoding.steps_per_frame),
             "weight_units": "threshold (deploy W = round(w * vth / 2**weight_exp))",
         }
