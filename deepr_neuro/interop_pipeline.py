@@ -30,7 +30,7 @@ def run_graph(run_dir: Path):
 
 def export_nir_run(run_dir: Path, out: Optional[Path] = None) -> str:
     """Write the run's integer network as NIR (default RUN/network.nir); return a summary."""
-    from deepr_neuro.interop.nir_io import graph_to_nir, write_nir
+    from deepr_neuro.interop.nir_io import graph_to_nir, pop_key, write_nir
 
     run_dir = Path(run_dir)
     manifest, net, g = run_graph(run_dir)
@@ -39,16 +39,39 @@ def export_nir_run(run_dir: Path, out: Optional[Path] = None) -> str:
         raise ConfigError(f"--out {str(out)[:200]}: is a directory; give a file name such as network.nir")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {str(out)[:200]}: the folder {str(out.parent)[:200]} does not exist; create it")
-    size = write_nir(g, out)
-    ng = graph_to_nir(g)
+    input_meta = None
+    if getattr(g, "input_kind", "bias") == "spikes":
+        input_meta = spike_input_meta(manifest)
+    size = write_nir(g, out, input_meta)
+    ng = graph_to_nir(g, input_meta)
     kinds: Dict[str, int] = {}
     for node in ng.nodes.values():
         kinds[type(node).__name__] = kinds.get(type(node).__name__, 0) + 1
-    return (f"wrote {out} ({size} bytes, NIR {_nir_version()}): "
+    text = (f"wrote {out} ({size} bytes, NIR {_nir_version()}): "
             + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) + f", {len(ng.edges)} edges\n"
             "exact chip integers (weights, du, dv, vth, bias, cores, encoding) are in node metadata; the NIR "
             "fields are the forward-Euler reading at dt = 1e-4 s (see deepr_neuro/interop/nir_io.py); "
             "each Lava projection's one-step delay is not in the NIR fields")
+    if input_meta is not None:
+        text += ("\nspike-source input: the Input node's metadata holds the frame encoding (steps_per_frame, "
+                 "scale, signed) and the run's normalisation (norm_mean, norm_std); the readout "
+                 f"{pop_key(g.readout)!r} is a CubaLI integrator: class = argmax of its v after each sample's "
+                 "last step")
+    return text
+
+
+def spike_input_meta(manifest: Dict) -> Dict:
+    """Extra metadata of a recurrent run's NIR Input: the data set and the normalisation of its frames."""
+    rec = manifest.get("recurrent") or {}
+    norm = rec.get("normalisation") or {}
+    meta: Dict = {"dataset": str((manifest.get("dataset") or {}).get("name", "?"))}
+    if "mean" in norm and "std" in norm:
+        meta["norm_mean"] = np.asarray(norm["mean"], np.float64)
+        meta["norm_std"] = np.asarray(norm["std"], np.float64)
+        meta["normalisation"] = "(x - norm_mean) / norm_std per feature, then the frame encoding"
+    else:
+        meta["normalisation"] = "none: the frames enter the encoding as the data set gives them (e.g. pixel / 255)"
+    return meta
 
 
 def export_nir_cli(args) -> int:
@@ -82,13 +105,20 @@ def import_nir_file(path: Path, profile_path: str, as_json: bool = False) -> Tup
         import dataclasses
         g = dataclasses.replace(g, populations=tuple(place(list(g.populations), profile)))
     report = check_fit(g, profile)
+    spikes = getattr(g, "input_kind", "bias") == "spikes"
     if as_json:
-        return json.dumps({"file": str(path), "populations": [[p.name, p.n] for p in g.populations],
+        return json.dumps({"file": str(path), "input_kind": getattr(g, "input_kind", "bias"),
+                           "readout_kind": getattr(g, "readout_kind", "spike_count"),
+                           "populations": [[p.name, p.n] for p in g.populations],
                            "projections": [[q.name, q.pre, q.post, int(np.asarray(q.weights).size)]
                                            for q in g.projections], **report.to_json()}, indent=2), report.fits
     head = (f"{path}: {len(g.populations)} populations ({', '.join(f'{p.name} {p.n}' for p in g.populations)}), "
             f"{len(g.projections)} projections, {sum(int(np.asarray(q.weights).size) for q in g.projections)} "
             f"synapses, readout {g.readout!r}; profile {profile_path}")
+    if spikes:
+        enc = g.encoding
+        head += (f"\nspike-source input {g.input.name!r} (frame encoding: {int(enc.steps_per_frame)} steps per frame, "
+                 f"scale {float(enc.scale):g}, signed {bool(enc.signed)}), final-v readout {g.readout!r}")
     return head + "\n" + report.to_table(profile), report.fits
 
 

@@ -61,11 +61,13 @@ from deepr_neuro.network.integer_network import (InputEncoding, IntegerGraph, Ne
 
 DT = 1e-4            # seconds per chip step in the NIR reading (snnTorch's and NIR's Lava scripts' dt)
 ACT_SHIFT = 6        # Lava: synaptic input enters u as a << 6, thresholds compare with vth << 6
-FORMAT = 1           # version of the metadata layout below
+FORMAT = 1           # version of the metadata layout below (bias-encoded input, spike-count readout)
+FORMAT_SPIKES = 2    # the layout of a spike-source input with a final-v readout (older readers refuse it)
 GENERATOR = "deepr-neuro"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 INPUT, OUTPUT, ENCODING = "input", "output", "input_encoding"
 NEURON_NODES = ("CubaLIF", "LIF", "IF")
+INTEGRATOR_NODES = ("CubaLI", "LI", "I")  # non-spiking: a final-v readout
 WEIGHT_NODES = ("Affine", "Linear")
 HEADROOM_VTH = 1 << 16  # imported thresholds stay <= 2**22 in v units: room below the 2**23 clip and wrap
 LAVA = {"du": (0, 4095), "dv": (0, 4095), "vth": (0, 131071), "bias_mant": (-4096, 4095), "bias_exp": (0, 7),
@@ -142,14 +144,62 @@ def _lif_node(pop: Population):
                        v_reset=np.zeros(n), w_in=(tau_syn / DT) * ones, metadata=meta)
 
 
-def graph_to_nir(graph) -> "nir.NIRGraph":  # noqa: F821
+def _li_node(pop: Population):
+    """The final-v readout as NIR's CubaLI: the chip's two-state update without a threshold."""
+    nir = _nir()
+    p, n = pop.neurons, pop.n
+    tau_syn, tau_mem = _taus(p)
+    ones = np.ones(n)
+    meta = {"kind": "readout", "name": pop.name, "du": int(p.du), "dv": int(p.dv), "vth": int(p.vth),
+            "bias_exp": int(p.bias_exp), "bias_mant": np.asarray(p.bias_mant, np.int32),
+            "class": "argmax of v after each sample's last step (n_frames * steps_per_frame - 1); "
+                     "ties to the lowest index; the chip's v never reaches vth << 6 (no spikes)"}
+    if pop.core is not None:
+        meta["core"] = np.asarray(pop.core, np.int32)
+    return nir.CubaLI(tau_syn=tau_syn * ones, tau_mem=tau_mem * ones, r=(tau_mem / DT) * ones,
+                      v_leak=np.zeros(n), w_in=(tau_syn / DT) * ones, metadata=meta)
+
+
+def _spike_input_node(g: IntegerGraph, input_meta: Optional[dict]):
+    """The Input of a spike-source graph: one channel per input neuron, 0/1 per step; the frame
+    encoding (and what the caller adds: normalisation, data set) in its metadata."""
+    nir = _nir()
+    p0, enc = g.input, g.encoding
+    if not all(hasattr(enc, f) for f in ("steps_per_frame", "scale", "signed")):
+        raise ConfigError(f"population {p0.name!r}: a spike-source input needs a frame encoding "
+                          f"(steps_per_frame, scale, signed); got {type(enc).__name__}")
+    p = p0.neurons
+    meta = {"kind": "spike_source", "name": p0.name,
+            "values": "input spike trains: 0 or 1 per channel (one per input population neuron) and step",
+            "encoding": "frame-rate", "steps_per_frame": int(enc.steps_per_frame), "scale": float(enc.scale),
+            "signed": bool(enc.signed),
+            "rule": "frames normalised (x - norm_mean) / norm_std per feature; level q = clip(rint(x*scale), 0, S) "
+                    "(signed: ON channel 2i from x, OFF channel 2i+1 from -x); a frame lasts S = steps_per_frame "
+                    "steps, a channel at level q spikes at step k (0..S-1) iff floor((k+1)q/S) > floor(kq/S); "
+                    "a sample of n frames runs n*S steps (deepr_neuro/network/frame_encoding.py)",
+            "du": int(p.du), "dv": int(p.dv), "vth": int(p.vth), "bias_exp": int(p.bias_exp),
+            "bias_mant": np.asarray(p.bias_mant, np.int32)}
+    if p0.core is not None:
+        meta["core"] = np.asarray(p0.core, np.int32)
+    for k, v in (input_meta or {}).items():
+        if k in meta:
+            raise ConfigError(f"NIR input metadata: {k!r} is written by deepr-neuro itself")
+        meta[k] = v
+    return nir.Input(input_type={"input": np.array([p0.n])}, metadata=meta)
+
+
+def graph_to_nir(graph, input_meta: Optional[dict] = None) -> "nir.NIRGraph":  # noqa: F821
     """The integer graph (or chain network) as a NIR graph; see the module docstring for the mapping.
+    ``input_meta``: extra metadata of a spike-source graph's Input node (the run's normalisation
+    ``norm_mean`` / ``norm_std``, data set name), so that an outside reader can make the spikes.
     Refuses (ConfigError naming the population or projection) what NIR cannot carry."""
     g = as_graph(graph)
-    if getattr(g, "input_kind", "bias") != "bias" or getattr(g, "readout_kind", "spike_count") != "spike_count":
-        raise ConfigError("--to nir: this network has a spike-source input and a final-v readout (a recurrent "
-                          "run); its NIR export is not written yet: deploy it with --to lava (the run's "
-                          "integer bundle)")
+    kinds = (getattr(g, "input_kind", "bias"), getattr(g, "readout_kind", "spike_count"))
+    if kinds not in (("bias", "spike_count"), ("spikes", "final_v")):
+        raise ConfigError(f"--to nir: input kind {kinds[0]!r} with readout kind {kinds[1]!r}: NIR export writes a "
+                          "bias-encoded input with a spike-count readout (MLPs) or a spike-source input with a "
+                          "final-v readout (recurrent runs); deploy it with --to lava")
+    spikes = kinds[0] == "spikes"
     nir = _nir()
     names = [p.name for p in g.populations] + [q.name for q in g.projections]
     for name in names:
@@ -163,17 +213,33 @@ def graph_to_nir(graph) -> "nir.NIRGraph":  # noqa: F821
     edges: List[Tuple[str, str]] = []
     p0 = g.input
     n_in = p0.n
-    drive0 = (int(p0.neurons.du) + 1) / 4096.0
-    enc = g.encoding
-    gain = float(enc.gain) / float(2 ** int(enc.shift)) * float(2 ** int(p0.neurons.bias_exp)) * drive0
-    nodes[INPUT] = nir.Input(input_type={"input": np.array([n_in])},
-                             metadata={"kind": "input", "values": "features 0..255 (uint8), the same at every step"})
-    nodes[ENCODING] = nir.Affine(weight=np.eye(n_in) * gain, bias=_bias_eff(p0.neurons).astype(float) * drive0,
-                                 metadata={"kind": "encoding", "gain": int(enc.gain), "shift": int(enc.shift)})
-    edges += [(INPUT, ENCODING), (ENCODING, pop_key(p0.name))]
-    for pop in g.populations:
-        nodes[pop_key(pop.name)] = _lif_node(pop)
-    bias_done = {p0.name}
+    key_of = {p.name: pop_key(p.name) for p in g.populations}
+    if spikes:
+        if g.readout == p0.name:
+            raise ConfigError(f"population {p0.name!r}: the spike-source input cannot be the final-v readout")
+        for q in g.projections:
+            if q.pre == g.readout:
+                raise ConfigError(f"projection {q.name!r}: it leaves the final-v readout {g.readout!r}; the "
+                                  "readout is a non-spiking integrator (NIR CubaLI), nothing may leave it")
+        key_of[p0.name] = INPUT
+        nodes[INPUT] = _spike_input_node(g, input_meta)
+        for pop in g.populations[1:]:
+            nodes[pop_key(pop.name)] = _li_node(pop) if pop.name == g.readout else _lif_node(pop)
+        bias_done = set()
+    else:
+        if input_meta:
+            raise ConfigError("NIR input metadata: only a spike-source (recurrent) graph takes it")
+        drive0 = (int(p0.neurons.du) + 1) / 4096.0
+        enc = g.encoding
+        gain = float(enc.gain) / float(2 ** int(enc.shift)) * float(2 ** int(p0.neurons.bias_exp)) * drive0
+        nodes[INPUT] = nir.Input(input_type={"input": np.array([n_in])},
+                                 metadata={"kind": "input", "values": "features 0..255 (uint8), the same at every step"})
+        nodes[ENCODING] = nir.Affine(weight=np.eye(n_in) * gain, bias=_bias_eff(p0.neurons).astype(float) * drive0,
+                                     metadata={"kind": "encoding", "gain": int(enc.gain), "shift": int(enc.shift)})
+        edges += [(INPUT, ENCODING), (ENCODING, pop_key(p0.name))]
+        for pop in g.populations:
+            nodes[pop_key(pop.name)] = _lif_node(pop)
+        bias_done = {p0.name}
     for q in g.projections:
         pre, post = g.population(q.pre), g.population(q.post)
         w = chip_weight_matrix(q, pre.n, post.n).astype(float) * 2.0 ** (ACT_SHIFT + int(q.weight_exp))
@@ -186,7 +252,7 @@ def graph_to_nir(graph) -> "nir.NIRGraph":  # noqa: F821
                 "weights": np.asarray(q.weights, np.int32), "weight_exp": int(q.weight_exp),
                 "num_weight_bits": int(q.num_weight_bits), "delay_steps": 1}
         nodes[proj_key(q.name)] = nir.Affine(weight=w, bias=bias, metadata=meta)
-        edges += [(pop_key(q.pre), proj_key(q.name)), (proj_key(q.name), pop_key(q.post))]
+        edges += [(key_of[q.pre], proj_key(q.name)), (proj_key(q.name), key_of[q.post])]
     for pop in g.populations[1:]:
         if pop.name not in bias_done and np.any(_bias_eff(pop.neurons)):
             raise ConfigError(f"population {pop.name!r}: it has a bias but no incoming projection, and NIR has "
@@ -196,21 +262,30 @@ def graph_to_nir(graph) -> "nir.NIRGraph":  # noqa: F821
     edges.append((pop_key(g.readout), OUTPUT))
     meta = {"generator": GENERATOR, "format": FORMAT, "dt": DT, "readout": g.readout,
             "populations": ",".join(p.name for p in g.populations),
-            "projections": ",".join(q.name for q in g.projections),
-            "encoding_gain": int(enc.gain), "encoding_shift": int(enc.shift),
-            "note": "deepr-neuro integer graph: exact chip integers in node metadata; NIR fields are the "
-                    "forward-Euler reading at dt = 1e-4 s (deepr_neuro/interop/nir_io.py)"}
+            "projections": ",".join(q.name for q in g.projections)}
+    if spikes:
+        meta.update({"format": FORMAT_SPIKES, "input_kind": "spikes", "readout_kind": "final_v",
+                     "class_rule": f"class = argmax over {ro.n} of the readout {pop_key(g.readout)!r}'s v after "
+                                   "each sample's last step; ties to the lowest index",
+                     "note": "deepr-neuro integer graph (spike-source input, final-v readout): exact chip integers "
+                             "in node metadata, the frame encoding in the input's; NIR fields are the forward-Euler "
+                             "reading at dt = 1e-4 s; each projection delays one step on the chip "
+                             "(deepr_neuro/interop/nir_io.py)"})
+    else:
+        meta.update({"encoding_gain": int(g.encoding.gain), "encoding_shift": int(g.encoding.shift),
+                     "note": "deepr-neuro integer graph: exact chip integers in node metadata; NIR fields are the "
+                             "forward-Euler reading at dt = 1e-4 s (deepr_neuro/interop/nir_io.py)"})
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
 
 
-def write_nir(graph, path) -> int:
+def write_nir(graph, path, input_meta: Optional[dict] = None) -> int:
     """Write ``graph`` as a NIR (HDF5) file atomically; return its size in bytes."""
     import os
     import tempfile
     from pathlib import Path
 
     nir = _nir()
-    ng = graph_to_nir(graph)
+    ng = graph_to_nir(graph, input_meta)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
     os.close(fd)
@@ -293,6 +368,23 @@ class _Meta:
             raise self.fail(field, f"value {v} outside {lo}..{hi}")
         return v
 
+    def number(self, field: str) -> float:
+        v = self.get(field)
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v.item()
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(v)):
+            raise self.fail(field, f"must be a finite number (got {_cut(repr(v), 80)})")
+        return float(v)
+
+    def boolean(self, field: str) -> bool:
+        v = self.get(field)
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            v = v.item()
+        if not isinstance(v, (bool, np.bool_)):
+            raise self.fail(field, f"must be true or false (got {_cut(repr(v), 80)})")
+        return bool(v)
+
     def text(self, field: str) -> str:
         v = self.get(field)
         if isinstance(v, bytes):
@@ -326,37 +418,91 @@ def _close(a, b) -> bool:
     return a.shape == b.shape and bool(np.all((a == b) | np.isclose(a, b, rtol=1e-9, atol=1e-9)))
 
 
+def _neurons(m: "_Meta", n: int) -> NeuronParams:
+    return NeuronParams(vth=m.integer("vth", *LAVA["vth"]), du=m.integer("du", *LAVA["du"]),
+                        dv=m.integer("dv", *LAVA["dv"]), bias_exp=m.integer("bias_exp", *LAVA["bias_exp"]),
+                        bias_mant=m.array("bias_mant", n, *LAVA["bias_mant"]))
+
+
+def _check_fields(key: str, node, fresh, fields) -> None:
+    for field in fields:
+        if not _close(getattr(node, field), getattr(fresh, field)):
+            raise ConfigError(f"NIR node {key!r}: field {field!r} disagrees with the node's deepr-neuro "
+                              "metadata (edited after export?); export again, or remove the metadata to "
+                              "import from the NIR fields")
+
+
+def _spike_input_from_metadata(ng, name: str):
+    """(input Population, FrameEncoding) of a spike-source graph, from its Input node."""
+    from deepr_neuro.network.frame_encoding import FrameEncoding
+
+    node = _node(ng, INPUT, "Input")
+    m = _Meta(INPUT, dict(node.metadata or {}))
+    if m.text("kind") != "spike_source":
+        raise m.fail("kind", "a spike-source graph's Input has kind 'spike_source'")
+    if m.text("name") != name:
+        raise m.fail("name", f"names {_cut(m.text('name'), 80)!r}, the graph's first population is {name!r}")
+    shape = np.asarray(node.input_type.get("input", []), np.int64).ravel()
+    if shape.size != 1 or shape[0] < 1:
+        raise ConfigError(f"NIR node {INPUT!r}: input_type {_cut(node.input_type)} is not one channel vector")
+    n = int(shape[0])
+    p = _neurons(m, n)
+    core = m.array("core", n, 0, 2 ** 31 - 1) if "core" in m.meta else None
+    if m.text("encoding") != "frame-rate":
+        raise m.fail("encoding", "the one spike encoding is 'frame-rate'")
+    try:
+        enc = FrameEncoding(steps_per_frame=m.integer("steps_per_frame"), scale=m.number("scale"),
+                            signed=m.boolean("signed"))
+    except ConfigError as exc:
+        raise ConfigError(f"NIR node {INPUT!r}: metadata {exc}") from None
+    return Population(name, p, core), enc
+
+
 def _from_metadata(ng, meta: dict) -> IntegerGraph:
     top = _Meta("(graph)", meta)
     fmt = top.integer("format")
-    if fmt != FORMAT:
-        raise top.fail("format", f"version {fmt} is not the {FORMAT} this deepr-neuro reads")
+    if fmt not in (FORMAT, FORMAT_SPIKES):
+        raise top.fail("format", f"version {fmt} is not one this deepr-neuro reads ({FORMAT}, {FORMAT_SPIKES})")
+    spikes = fmt == FORMAT_SPIKES
+    if spikes and (top.text("input_kind"), top.text("readout_kind")) != ("spikes", "final_v"):
+        raise top.fail("input_kind", f"format {FORMAT_SPIKES} is a spike-source input with a final-v readout "
+                                     f"(got {_cut(top.text('input_kind'), 40)!r}, "
+                                     f"{_cut(top.text('readout_kind'), 40)!r})")
     pop_names = [s for s in top.text("populations").split(",") if s]
     proj_names = [s for s in top.text("projections").split(",") if s]
     if not pop_names:
         raise top.fail("populations", "lists no population")
-    gain = top.integer("encoding_gain", 0, 2 ** 31 - 1)
-    shift = top.integer("encoding_shift", 0, 31)
+    if len(set(pop_names)) != len(pop_names) or len(set(proj_names)) != len(proj_names):
+        raise top.fail("populations", "names repeat")
     readout = top.text("readout")
     if readout not in pop_names:
         raise top.fail("readout", f"{_cut(readout, 80)!r} is not a listed population")
     pops: List[Population] = []
-    for name in pop_names:
+    key_of = {name: pop_key(name) for name in pop_names}
+    if spikes:
+        if readout == pop_names[0]:
+            raise top.fail("readout", "the spike-source input cannot be the readout")
+        p0, encoding = _spike_input_from_metadata(ng, pop_names[0])
+        pops.append(p0)
+        key_of[pop_names[0]] = INPUT
+    else:
+        encoding = InputEncoding(gain=top.integer("encoding_gain", 0, 2 ** 31 - 1),
+                                 shift=top.integer("encoding_shift", 0, 31))
+    for name in pop_names[len(pops):]:
         key = pop_key(name)
-        node = _node(ng, key, "CubaLIF")
+        li = spikes and name == readout
+        node = _node(ng, key, "CubaLI" if li else "CubaLIF")
         m = _Meta(key, dict(node.metadata or {}))
-        n = int(np.asarray(node.v_threshold).size)
-        p = NeuronParams(vth=m.integer("vth", *LAVA["vth"]), du=m.integer("du", *LAVA["du"]),
-                         dv=m.integer("dv", *LAVA["dv"]), bias_exp=m.integer("bias_exp", *LAVA["bias_exp"]),
-                         bias_mant=m.array("bias_mant", n, *LAVA["bias_mant"]))
+        n = int(np.asarray(node.tau_syn).size)
+        p = _neurons(m, n)
         core = m.array("core", n, 0, 2 ** 31 - 1) if "core" in m.meta else None
-        fresh = _lif_node(Population(name, p, core))
-        for field in ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"):
-            if not _close(getattr(node, field), getattr(fresh, field)):
-                raise ConfigError(f"NIR node {key!r}: field {field!r} disagrees with the node's deepr-neuro "
-                                  "metadata (edited after export?); export again, or remove the metadata to "
-                                  "import from the NIR fields")
-        pops.append(Population(name, p, core))
+        pop = Population(name, p, core)
+        if li:
+            _check_fields(key, node, _li_node(pop), ("tau_syn", "tau_mem", "r", "v_leak", "w_in"))
+        else:
+            _check_fields(key, node, _lif_node(pop),
+                          ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"))
+        pops.append(pop)
     by_name = {p.name: p for p in pops}
     projs: List[Projection] = []
     for name in proj_names:
@@ -369,6 +515,8 @@ def _from_metadata(ng, meta: dict) -> IntegerGraph:
                 raise m.fail(field, f"{_cut(v, 80)!r} is not a listed population")
         if post == pop_names[0]:
             raise m.fail("post", "no projection may enter the input population")
+        if spikes and pre == readout:
+            raise m.fail("pre", f"nothing may leave the final-v readout {readout!r}")
         rows = m.array("rows", None, 0, by_name[post].n - 1)
         cols = m.array("cols", rows.size, 0, by_name[pre].n - 1)
         weights = m.array("weights", rows.size, *LAVA["weights"])
@@ -383,12 +531,14 @@ def _from_metadata(ng, meta: dict) -> IntegerGraph:
             raise ConfigError(f"NIR node {key!r}: field 'weight' disagrees with the node's deepr-neuro metadata "
                               "(edited after export?); export again, or remove the metadata to import from the "
                               "NIR fields")
-        if (pop_key(pre), key) not in ng.edges or (key, pop_key(post)) not in ng.edges:
-            raise ConfigError(f"NIR node {key!r}: the edges {pop_key(pre)} -> {key} -> {pop_key(post)} that its "
+        if (key_of[pre], key) not in ng.edges or (key, key_of[post]) not in ng.edges:
+            raise ConfigError(f"NIR node {key!r}: the edges {key_of[pre]} -> {key} -> {key_of[post]} that its "
                               "metadata names are missing; export the network again")
         projs.append(q)
-    return IntegerGraph(populations=tuple(pops), projections=tuple(projs),
-                        encoding=InputEncoding(gain=gain, shift=shift), readout=readout)
+    if spikes:
+        return IntegerGraph(populations=tuple(pops), projections=tuple(projs), encoding=encoding, readout=readout,
+                            input_kind="spikes", readout_kind="final_v")
+    return IntegerGraph(populations=tuple(pops), projections=tuple(projs), encoding=encoding, readout=readout)
 
 
 # --------------------------------------------------------------- from the fields
@@ -460,6 +610,11 @@ def _from_fields(ng, profile) -> IntegerGraph:
     nodes = dict(ng.nodes)
     for key, node in nodes.items():
         kind = _type(node)
+        if kind in INTEGRATOR_NODES:
+            raise ConfigError(f"NIR node {key!r}: a non-spiking {kind} (an integrator readout, as a recurrent "
+                              "network's final-v readout) is imported only from deepr-neuro's own metadata; from "
+                              "the NIR fields, graphs of spiking nodes (Input, Affine/Linear, "
+                              f"{', '.join(NEURON_NODES)}, Output) are mapped")
         if kind not in NEURON_NODES + WEIGHT_NODES + ("Input", "Output"):
             raise ConfigError(f"NIR node {key!r}: type {kind} cannot be mapped onto the chip's LIF populations "
                               f"and sparse projections (supported: Input, Output, {', '.join(WEIGHT_NODES)}, "
@@ -657,26 +812,42 @@ def _exec_order(ng) -> Tuple[List[str], set]:
     return order, back
 
 
-def simulate_nir(ng, x, steps: int, dt: float = DT) -> Dict[str, np.ndarray]:
-    """Spike counts per neuron node, shape (samples, n), running the NIR graph's own equations
-    from its fields (no metadata): the Input holds ``x`` at every step, Affine/Linear are
-    ``W x + b``, neuron nodes are integrated with forward Euler at ``dt`` (the discretisation
-    snnTorch uses), spikes pass along forward edges within the step and along recurrent edges
-    one step later. ``r dt / tau`` with r = tau = inf (no leak) is read as 1."""
-    x = np.atleast_2d(np.asarray(x, float))
+def simulate_nir(ng, x, steps: int, dt: float = DT, n_steps=None) -> Dict[str, np.ndarray]:
+    """Run the NIR graph's own equations from its fields (no metadata), per node key:
+
+    * spiking neuron nodes (CubaLIF, LIF, IF): spike counts, shape (samples, n);
+    * non-spiking integrators (CubaLI, LI, I; a final-v readout): the state ``v`` after each
+      sample's last step, shape (samples, n).
+
+    ``x`` is (samples, features), the Input's value at every step (a bias-encoded graph), or
+    (samples, steps, channels), the Input's value at each step (spike trains of a spike-source
+    graph). ``n_steps`` (samples,): each sample's own number of steps (default ``steps``); counts
+    cover those steps and v is read at step ``n_steps - 1``. Affine/Linear are ``W x + b``,
+    neuron nodes are integrated with forward Euler at ``dt`` (the discretisation snnTorch uses),
+    values pass along forward edges within the step and along recurrent edges one step later.
+    ``r dt / tau`` with r = tau = inf (no leak) is read as 1."""
+    x = np.asarray(x, float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim not in (2, 3):
+        raise ConfigError(f"simulate_nir: x must be (samples, features) or (samples, steps, channels), "
+                          f"got shape {x.shape}")
+    steps = int(steps)
+    if x.ndim == 3 and x.shape[1] < steps:
+        raise ConfigError(f"simulate_nir: x holds {x.shape[1]} steps, fewer than steps = {steps}")
     order, back = _exec_order(ng)
     n_s = x.shape[0]
-    out: Dict[str, np.ndarray] = {}
+    last = np.full(n_s, steps - 1, np.int64) if n_steps is None else np.asarray(n_steps, np.int64) - 1
+    if last.shape != (n_s,) or (n_s and (last.min() < 0 or last.max() >= steps)):
+        raise ConfigError(f"simulate_nir: n_steps must be {n_s} values in 1..{steps}")
     state: Dict[str, Dict[str, np.ndarray]] = {}
-    counts: Dict[str, np.ndarray] = {}
+    out: Dict[str, np.ndarray] = {}
     for k in order:
-        node = ng.nodes[k]
-        kind = _type(node)
-        if kind in NEURON_NODES:
-            n = np.asarray(node.v_threshold).size
+        kind = _type(ng.nodes[k])
+        if kind in NEURON_NODES + INTEGRATOR_NODES:
+            n = _node_size(ng.nodes[k])
             state[k] = {"v": np.zeros((n_s, n)), "i": np.zeros((n_s, n))}
-            counts[k] = np.zeros((n_s, n), np.int64)
-            out[k] = np.zeros((n_s, n))
+            out[k] = np.zeros((n_s, n), np.int64 if kind in NEURON_NODES else float)
     prev: Dict[str, np.ndarray] = {}
 
     def ratio(r, tau):
@@ -685,7 +856,12 @@ def simulate_nir(ng, x, steps: int, dt: float = DT) -> Dict[str, np.ndarray]:
             q = r * dt / tau
         return np.where(np.isinf(r) & np.isinf(tau), 1.0, q)
 
-    for _ in range(int(steps)):
+    def leak(tau):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.isinf(tau), 0.0, dt / np.asarray(tau, float))
+
+    for t in range(steps):
+        live = t <= last
         cur: Dict[str, np.ndarray] = {}
         for k in order:
             node = ng.nodes[k]
@@ -694,34 +870,43 @@ def simulate_nir(ng, x, steps: int, dt: float = DT) -> Dict[str, np.ndarray]:
             ins = [v for v in ins if v is not None]
             total = sum(ins) if ins else 0.0
             if kind == "Input":
-                cur[k] = x
+                cur[k] = x[:, t] if x.ndim == 3 else x
             elif kind == "Affine":
                 cur[k] = total @ np.asarray(node.weight, float).T + np.asarray(node.bias, float) \
                     if ins else np.broadcast_to(np.asarray(node.bias, float), (n_s, len(node.bias)))
             elif kind == "Linear":
                 cur[k] = total @ np.asarray(node.weight, float).T if ins else \
                     np.zeros((n_s, np.asarray(node.weight).shape[0]))
-            elif kind in NEURON_NODES:
+            elif kind in NEURON_NODES + INTEGRATOR_NODES:
                 s = state[k]
-                if kind == "CubaLIF":
+                if kind in ("CubaLIF", "CubaLI"):
                     s["i"] = s["i"] + dt / np.asarray(node.tau_syn, float) * (-s["i"] + np.asarray(node.w_in, float) * total)
-                    with np.errstate(invalid="ignore"):
-                        leak = np.where(np.isinf(node.tau_mem), 0.0, dt / np.asarray(node.tau_mem, float))
-                    s["v"] = s["v"] + leak * (np.asarray(node.v_leak, float) - s["v"]) \
+                    s["v"] = s["v"] + leak(node.tau_mem) * (np.asarray(node.v_leak, float) - s["v"]) \
                         + ratio(node.r, node.tau_mem) * s["i"]
-                elif kind == "LIF":
-                    with np.errstate(invalid="ignore"):
-                        leak = np.where(np.isinf(node.tau), 0.0, dt / np.asarray(node.tau, float))
-                    s["v"] = s["v"] + leak * (np.asarray(node.v_leak, float) - s["v"]) + ratio(node.r, node.tau) * total
-                else:
+                elif kind in ("LIF", "LI"):
+                    s["v"] = s["v"] + leak(node.tau) * (np.asarray(node.v_leak, float) - s["v"]) \
+                        + ratio(node.r, node.tau) * total
+                else:  # IF, I
                     s["v"] = s["v"] + dt * np.asarray(node.r, float) * total
-                z = s["v"] > np.asarray(node.v_threshold, float)
-                s["v"] = np.where(z, np.asarray(node.v_reset, float), s["v"])
-                counts[k] += z
-                cur[k] = z.astype(float)
+                if kind in NEURON_NODES:
+                    z = s["v"] > np.asarray(node.v_threshold, float)
+                    s["v"] = np.where(z, np.asarray(node.v_reset, float), s["v"])
+                    out[k] += z & live[:, None]
+                    cur[k] = z.astype(float)
+                else:
+                    done = last == t
+                    out[k][done] = s["v"][done]
+                    cur[k] = s["v"]
             elif kind == "Output":
                 cur[k] = total
             else:
                 raise ConfigError(f"NIR node {k!r}: type {kind} is not run by this reader")
         prev = cur
-    return counts
+    return out
+
+
+def _node_size(node) -> int:
+    for field in ("v_threshold", "tau_syn", "tau", "r"):
+        if hasattr(node, field):
+            return int(np.asarray(getattr(node, field)).size)
+    raise ConfigError(f"NIR node of type {_type(node)}: no per-neuron field to size it")
