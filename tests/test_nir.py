@@ -49,7 +49,11 @@ def run_emulator(g: IntegerGraph, x, steps, record_spikes=False):
 
 def assert_graphs_equal(a: IntegerGraph, b: IntegerGraph) -> None:
     assert a.readout == b.readout
-    assert (int(a.encoding.gain), int(a.encoding.shift)) == (int(b.encoding.gain), int(b.encoding.shift))
+    assert (a.input_kind, a.readout_kind) == (b.input_kind, b.readout_kind)
+    if a.input_kind == "spikes":  # a FrameEncoding (steps_per_frame, scale, signed)
+        assert type(a.encoding) is type(b.encoding) and a.encoding == b.encoding
+    else:
+        assert (int(a.encoding.gain), int(a.encoding.shift)) == (int(b.encoding.gain), int(b.encoding.shift))
     assert [p.name for p in a.populations] == [p.name for p in b.populations]
     for p, q in zip(a.populations, b.populations):
         for f in ("vth", "du", "dv", "bias_exp"):
