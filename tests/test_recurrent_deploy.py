@@ -234,7 +234,7 @@ def test_hostile_recurrent_bundle_refused(trained, tmp_path, capsys, what, edit,
     ["export", "{run}", "--steps", "10"],
     ["simulate", "{run}", "--steps", "10"],
     ["crosscheck", "{run}", "--steps", "10", "--backends", "emulator"],
-    ["export", "{run}", "--to", "nir"],
+    ["export", "{run}", "--to", "nir", "--steps", "10"],   # --to nir of a recurrent run: tests/test_nir_recurrent.py
     ["simulate", "{run}", "--samples", "0"],
     ["simulate", "{run}", "--samples", "-3"],
 ])
