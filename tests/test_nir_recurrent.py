@@ -210,9 +210,16 @@ def test_e_metadata_stripped_file_is_refused_naming_the_readout(trained, tmp_pat
 # ---------------------------------------------------------------- (d) random spike-source graphs
 
 def _exportable(g: IntegerGraph) -> IntegerGraph:
-    """Nothing leaves the final-v readout (a NIR CubaLI emits no spikes)."""
-    return dataclasses.replace(g, readout_kind="final_v",
-                               projections=tuple(q for q in g.projections if q.pre != g.readout))
+    """Nothing leaves the final-v readout (a NIR CubaLI emits no spikes); a population left without
+    an incoming projection gets a zero bias (NIR has no constant source: export refuses a bias there,
+    see test_e_export_refusals)."""
+    projections = tuple(q for q in g.projections if q.pre != g.readout)
+    fed = {q.post for q in projections}
+    pops = tuple(p if p.name == g.input.name or p.name in fed else
+                 dataclasses.replace(p, neurons=dataclasses.replace(p.neurons,
+                                                                    bias_mant=np.zeros_like(p.neurons.bias_mant)))
+                 for p in g.populations)
+    return dataclasses.replace(g, readout_kind="final_v", projections=projections, populations=pops)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -333,6 +340,7 @@ def test_e_untampered_small_graph_round_trips():
     ("bias input with a final-v readout", "input kind 'bias' with readout kind 'final_v'"),
     ("input metadata clash", "'steps_per_frame' is written by deepr-neuro"),
     ("readout is the input", "population 'input'"),
+    ("biased population with no incoming projection", "no incoming projection"),
 ])
 def test_e_export_refusals_name_what_cannot_map(case, needle):
     g = _small_rec()
@@ -349,6 +357,9 @@ def test_e_export_refusals_name_what_cannot_map(case, needle):
         g = dataclasses.replace(g, input_kind="bias", encoding=InputEncoding(1, 0))
     elif case == "input metadata clash":
         meta = {"steps_per_frame": 9}
+    elif case == "biased population with no incoming projection":
+        lone = Population("lone", NeuronParams(64, 4095, 0, 0, np.array([5, 0], np.int32)))
+        g = dataclasses.replace(g, populations=g.populations + (lone,))
     else:
         g = dataclasses.replace(g, readout="input")
     with pytest.raises(ConfigError) as e:
