@@ -620,3 +620,22 @@ def test_two_population_resume_is_bit_identical(tmp_path, two_data):
     strip = lambda h: [{k: v for k, v in e.items() if not k.startswith("seconds")} for e in h]  # noqa: E731
     ha, hb = (json.loads((tmp_path / d / "history.json").read_text())["epochs"] for d in ("full", "part"))
     assert strip(ha) == strip(hb)
+
+
+# ---------------------------------------------------------------- what runs record
+def test_a_one_population_spec_records_what_it_recorded_before_lists_existed():
+    """The manifest / checkpoint / sweep record of a one-mapping spec has no 'name', 'pre' or
+    'post' (runs and sweeps written before several populations existed resume and continue);
+    a list spec records them; both read back to the same spec."""
+    from deepr_neuro.training.model_spec import model_spec_to_dict
+
+    one = load_any_model_spec(ROOT / "models" / "spoken_digits_rsnn.yaml")
+    rec = model_spec_to_dict(one)
+    assert "name" not in rec["recurrent"]
+    assert all("pre" not in p and "post" not in p for p in rec["projections"].values())
+    assert model_spec_to_dict(any_model_spec_from_dict(rec)) == rec  # (the objects differ only in their source)
+    two = load_any_model_spec(ROOT / "models" / "spoken_digits_rsnn_stacked.yaml")
+    rec2 = model_spec_to_dict(two)
+    assert [p["name"] for p in rec2["recurrent"]] == ["r1", "r2"]
+    assert rec2["projections"]["r1_r2"]["pre"] == "r1" and rec2["projections"]["r1_r2"]["post"] == "r2"
+    assert model_spec_to_dict(any_model_spec_from_dict(rec2)) == rec2

@@ -164,6 +164,25 @@ def test_rerun_with_other_training_settings_is_refused(swept, tmp_path, small_pr
         run_sweep(_config(small_profile, out, epochs=3), workers=1, progress=False)
 
 
+def test_a_sweep_written_before_a_setting_existed_continues_while_it_keeps_its_default(swept, tmp_path,
+                                                                                        small_profile):
+    """sweep.json from an older version lacks a newer setting (adam_per_connection): the same
+    flags continue it; the setting at another value is refused as any other change."""
+    out = _copy(swept, tmp_path)
+    path = out / "sweep.json"
+    rec = json.loads(path.read_text())
+    del rec["settings"]["adam_per_connection"]
+    path.write_text(json.dumps(rec))
+    outcome = run_sweep(_config(small_profile, out), workers=1, progress=False)
+    assert outcome.ran == [] and len(outcome.reused) == 12
+    rec = json.loads(path.read_text())
+    del rec["settings"]["adam_per_connection"]
+    rec["settings"]["epochs"] = 99
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ConfigError, match="epochs: 99 in the sweep vs 2 now"):
+        run_sweep(_config(small_profile, out), workers=1, progress=False)
+
+
 # ------------------------------------------------------------------ summary statistics
 def test_summary_statistics_over_seeds():
     def rec(method, c, seed, acc, status="ok"):

@@ -50,7 +50,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -367,9 +367,14 @@ def prepare_out(config: SweepConfig, profile, spec, seeds: List[int]) -> Dict[st
         if old.get("format") != FORMAT:
             raise ConfigError(f"{path}: not a deepr-neuro sweep (field 'format'); use a new --out")
         diffs = []
+        # a setting added after the sweep was written matches while it keeps its default
+        from deepr_neuro.training.trainer import TrainSettings
+        defaults = {f.name: f.default for f in fields(TrainSettings)}
         for part in ("profile", "model", "settings"):
             a, b = old.get(part) or {}, fp[part]
             for k in sorted(set(a) | set(b)):
+                if part == "settings" and k not in a and k in defaults and b.get(k) == defaults[k]:
+                    continue
                 if a.get(k) != b.get(k):
                     diffs.append(f"{part}.{k}: {a.get(k)!r} in the sweep vs {b.get(k)!r} now")
         if diffs:

@@ -34,7 +34,7 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, model_serializer,
                       model_validator)
 
 from deepr_neuro.errors import ConfigError
@@ -108,6 +108,12 @@ class RecurrentPopulationSpec(BaseModel):
                                                 description="at most this many of them on one core")
     neuron: NeuronSpec = NeuronSpec(tau_syn=4.0, tau_mem=16.0)
 
+    @model_serializer(mode="wrap")
+    def _without_unset_name(self, handler):
+        # one-mapping specs record exactly what they recorded before 'name' existed, so runs,
+        # checkpoints and sweeps written then still resume and continue
+        return _drop_none(handler(self), ("name",))
+
 
 class ReadoutSpec(BaseModel):
     """The readout ``out``: non-spiking integrators, one a class (final v decides)."""
@@ -129,6 +135,18 @@ class ProjectionTarget(BaseModel):
     init_scale: float = Field(1.0, gt=0, le=1e3, description="initial weights ~ init_scale / sqrt(fan-in)")
     scaled: Optional[bool] = Field(None, description="--connectivity X sets p to X (default: true into a "
                                                      "recurrent population, false into out)")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_ends(self, handler):
+        return _drop_none(handler(self), ("pre", "post"))  # as RecurrentPopulationSpec's 'name'
+
+
+def _drop_none(data, keys):
+    if isinstance(data, dict):
+        for k in keys:
+            if data.get(k, 0) is None:
+                del data[k]
+    return data
 
 
 class BpttSpec(BaseModel):
