@@ -2,7 +2,7 @@
 # Reproduce the README's sweep tables and plots (resumable: rerun to continue).
 #   bash benchmarks/run_sweeps.sh digits    # about 80 seconds on 2 cores
 #   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
-#   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 8 minutes on 2 cores
+#   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 11 minutes on 2 cores
 #   bash benchmarks/run_sweeps.sh spoken-rate  # its non-spiking (tanh) reference, about 6 minutes
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
@@ -31,7 +31,7 @@ case "${1:-digits}" in
   spoken)
     # v4: 256 LIF, L1 1e-2, lr decay 0.9, per-connection Adam (spec); v3 = the same without per-connection Adam, v2 = 128 LIF, v1 = 128 LIF without L1 and decay
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
-        --connectivity 0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
+        --connectivity 0.01,0.03,0.1 --methods deepr,fixed-sparse,prune-retrain --seeds 3 \
         --out benchmarks/results/sweep_spoken_digits_v4 --no-progress
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rsnn.yaml \
         --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_v4 --no-progress
