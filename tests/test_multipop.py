@@ -33,14 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOIHI = str(ROOT / "hardware_profiles" / "loihi.yaml")
 TINY_PROFILE = str(ROOT / "hardware_profiles" / "tiny_test.yaml")
 
-try:
-    from deepr_neuro.training.sequences import find_spoken_digits
-
-    find_spoken_digits()
-    HAVE_SPOKEN = True
-except Exception:  # noqa: BLE001 (the data file is an optional install)
-    HAVE_SPOKEN = False
-need_spoken = pytest.mark.skipif(not HAVE_SPOKEN, reason="spoken digits not installed")
+from spoken_data import need_spoken  # noqa: E402
 
 
 def h(a) -> str:

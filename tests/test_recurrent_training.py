@@ -30,12 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_PROFILE = str(ROOT / "hardware_profiles" / "tiny_test.yaml")
 LOIHI = str(ROOT / "hardware_profiles" / "loihi.yaml")
 
-try:
-    from deepr_neuro.training.sequences import find_spoken_digits
+from spoken_data import REASON as SPOKEN_MISSING, have_spoken  # noqa: E402
 
-    find_spoken_digits()
-except Exception as e:  # noqa: BLE001 (the data file is an optional install)
-    pytest.skip(f"spoken digits not installed ({e})", allow_module_level=True)
+if not have_spoken():
+    pytest.skip(SPOKEN_MISSING, allow_module_level=True)
 
 TINY = {
     "kind": "recurrent", "name": "tiny_rsnn", "dataset": "spoken-digits", "max_samples": 48,
