@@ -4,6 +4,7 @@
 #   bash benchmarks/run_sweeps.sh fmnist    # about 3 hours on 2 cores (soft-deepr dominates)
 #   bash benchmarks/run_sweeps.sh spoken    # recurrent SNN on spoken digits, about 11 minutes on 2 cores
 #   bash benchmarks/run_sweeps.sh spoken-rate  # its non-spiking (tanh) reference, about 6 minutes
+#   bash benchmarks/run_sweeps.sh fmnist-rows  # recurrent SNN on row-sequential Fashion-MNIST, about 15 minutes
 #   bash benchmarks/run_sweeps.sh mnist DIR # MNIST IDX files in DIR (not shipped: no download here)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,13 @@ case "${1:-digits}" in
     "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/spoken_digits_rate_reference.yaml \
         --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_spoken_digits_rate --no-progress
     "$dn" plot benchmarks/results/sweep_spoken_digits_rate ;;
+  fmnist-rows)
+    # row-sequential Fashion-MNIST on the recurrent SNN (Debian's dataset-fashion-mnist), 10 epochs a run
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/fmnist_rows_rsnn.yaml \
+        --connectivity 0.03,0.1 --methods deepr --seeds 3 --out benchmarks/results/sweep_fmnist_rows --no-progress
+    "$dn" sweep --profile hardware_profiles/loihi.yaml --model models/fmnist_rows_rsnn.yaml \
+        --connectivity 1.0 --methods dense --seeds 3 --out benchmarks/results/sweep_fmnist_rows --no-progress
+    "$dn" plot benchmarks/results/sweep_fmnist_rows ;;
   mnist)
     dir="${2:-}"
     if [ -z "$dir" ] || [ ! -d "$dir" ]; then
@@ -54,5 +62,5 @@ case "${1:-digits}" in
         --connectivity 0.005,0.01,0.0133,0.02,0.05,0.1,1.0 \
         --methods deepr,soft-deepr,fixed-sparse,prune-retrain,l1,dense --seeds 3 --out benchmarks/results/sweep_mnist
     "$dn" plot benchmarks/results/sweep_mnist ;;
-  *) echo "usage: $0 digits|fmnist|spoken|spoken-rate|mnist DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 digits|fmnist|spoken|spoken-rate|fmnist-rows|mnist DIR" >&2; exit 2 ;;
 esac
