@@ -27,7 +27,6 @@ Pure NumPy: no Lava or Brian2 import.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -50,8 +49,6 @@ class RecurrentTrainer(Trainer):
                                     {k: np.zeros(s, dtype=bool) for k, s in shapes.items()})
         self._rescale_init()
         self._sync_model()
-        # called as after_step(trainer) after every training step (tests check the budgets there)
-        self.after_step = None
 
     # -- DeepR slots <-> the model's dense projections -----------------------------------
     def _rescale_init(self) -> None:
@@ -104,71 +101,28 @@ class RecurrentTrainer(Trainer):
         x, L, y = self.data.part(which)
         return evaluate(self.model, x, L, y)
 
-    # -- one epoch ------------------------------------------------------------------------------
-    def run_epoch(self, bar=None) -> Dict[str, Any]:
-        s = self.settings
+    # -- one epoch (the loop is Trainer.run_epoch's) ---------------------------------------------
+    progress_every = 20
+
+    def epoch_batches(self):
+        """Batches of similar length (less padding), in random order (training.recurrent.length_batches)."""
+        return length_batches(self.data.len_train, self.settings.batch_size, self.data_rng)
+
+    def batch_gradient(self, idx, qat_bits):
+        """BPTT on the batch; gradients clipped to a global norm, read at DeepR's slots."""
         b = self.spec.bptt
-        pruned = self.maybe_prune()
-        qat = self.epoch >= s.epochs - s.qat_epochs
-        qat_bits = (s.weight_bits or self.profile.weight_bits) if qat else None
-        x, L, y = self.data.x_train, self.data.len_train, self.data.y_train
-        n = len(y)
-        lr = self.lr_at(self.epoch)
-        batches = length_batches(L, s.batch_size, self.data_rng)
-        rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
-        unusable_before = self.deepr.unusable_thetas
-        per_step = np.zeros(len(batches), dtype=np.int32)
-        loss_sum = acc_sum = rate_sum = 0.0
-        t_grad = t_rewire = 0.0
-        if bar is not None:
-            bar.set_description(f"epoch {self.epoch + 1}/{s.epochs}")
-        t0 = time.perf_counter()
+        spikes, steps = encode_batch(self.core_spec.encoding, self.data.x_train, self.data.len_train, idx)
+        loss, grads, info = self.model.loss_and_grads(spikes, steps, self.data.y_train[idx], b.rate_reg, b.rate_target)
+        if b.clip_norm:
+            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+            if norm > b.clip_norm:
+                for g in grads.values():
+                    g *= b.clip_norm / norm
+        return loss, self._slot_grads(grads), {"train_accuracy": info["accuracy"],
+                                               "firing_rate": float(info["rate"].mean())}
+
+    def weights_changed(self, qat_bits):
         self._sync_model(qat_bits)
-        with np.errstate(over="ignore", invalid="ignore"):
-            for i, idx in enumerate(batches):
-                ta = time.perf_counter()
-                spikes, steps = encode_batch(self.core_spec.encoding, x, L, idx)
-                loss, grads, info = self.model.loss_and_grads(spikes, steps, y[idx], b.rate_reg, b.rate_target)
-                if b.clip_norm:
-                    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
-                    if norm > b.clip_norm:
-                        for g in grads.values():
-                            g *= b.clip_norm / norm
-                tb = time.perf_counter()
-                replaced = self.deepr.step(self._slot_grads(grads), lr)
-                self._sync_model(qat_bits)
-                t_rewire += time.perf_counter() - tb
-                t_grad += tb - ta
-                rewired += replaced
-                per_step[i] = sum(replaced)
-                if self.after_step is not None:
-                    self.after_step(self)
-                loss_sum += loss * len(idx)
-                acc_sum += info["accuracy"] * len(idx)
-                rate_sum += float(info["rate"].mean()) * len(idx)
-                if bar is not None:
-                    bar.update(1)
-                    if i % 20 == 0:
-                        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        seconds = time.perf_counter() - t0
-        self.epoch += 1
-        record = {
-            "epoch": self.epoch, "lr": lr, "train_loss": loss_sum / n,
-            "val_accuracy": self.score("val"), "test_accuracy": self.score("test"),
-            "rewired": [int(v) for v in rewired], "seconds": seconds,
-            "seconds_gradient": t_grad, "seconds_update_and_rewiring": t_rewire,
-            "active": [int(layer.n_active) for layer in self.deepr.layers],
-            "quantization_aware": bool(qat), "train_accuracy": acc_sum / n, "firing_rate": rate_sum / n,
-        }
-        if pruned:
-            record["pruned_before_epoch"] = True
-        unusable = self.deepr.unusable_thetas - unusable_before
-        if unusable:
-            record["unusable_thetas"] = int(unusable)
-        self.history.append(record)
-        self.rewired_per_step.append(per_step.tolist())
-        self.save_checkpoint()
-        return record
 
     # -- the bundle (version 2, recurrent block) --------------------------------------------------------
     def network_arrays(self) -> Dict[str, np.ndarray]:

@@ -170,6 +170,8 @@ class Trainer:
         self.epoch = 0
         self.history: List[Dict[str, Any]] = []
         self.rewired_per_step: List[List[int]] = []  # per epoch: rewired connections per step (all layers)
+        # called as after_step(trainer) after every training step (tests check the budgets there)
+        self.after_step: Optional[Callable[["Trainer"], None]] = None
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint_meta(self) -> Dict[str, Any]:
@@ -357,56 +359,82 @@ class Trainer:
             return True
         return False
 
+    # -- one epoch: one loop for every kind of network; a subclass says how an epoch is cut
+    # into batches, what a batch's gradient is, and what to do when the weights changed
+    progress_every = 200  # steps between loss updates on the progress bar
+
+    def epoch_batches(self) -> List[np.ndarray]:
+        """This epoch's batches of training-sample indices (drawn from data_rng)."""
+        s = self.settings
+        n = len(self.data.y_train)
+        order = self.data_rng.permutation(n)
+        return [order[i * s.batch_size:(i + 1) * s.batch_size] for i in range(-(-n // s.batch_size))]
+
+    def batch_gradient(self, idx: np.ndarray, qat_bits: Optional[int]):
+        """(loss, dL/dw per DeepR layer, per-batch figures averaged into the epoch record).
+        ``qat_bits``: forward with the chip's weights (quantization-aware, straight-through)."""
+        layers = self.deepr.sparse_layers()
+        if qat_bits:
+            for layer in layers:
+                layer.w = fake_quantize(layer.w, qat_bits)
+        loss, grads, _ = loss_and_grads(to_float(self.data.x_train[idx]), self.data.y_train[idx], layers)
+        return loss, grads, {}
+
+    def weights_changed(self, qat_bits: Optional[int]) -> None:
+        """Before an epoch's first step and after every update (a model that keeps its own
+        copy of the weights takes them here)."""
+
     def run_epoch(self, bar=None) -> Dict[str, Any]:
         s = self.settings
         pruned = self.maybe_prune()
         qat = self.epoch >= s.epochs - s.qat_epochs
-        qat_bits = s.weight_bits or self.profile.weight_bits
-        x, y = self.data.x_train, self.data.y_train
-        n = len(y)
-        order = self.data_rng.permutation(n)
+        qat_bits = (s.weight_bits or self.profile.weight_bits) if qat else None
+        n = len(self.data.y_train)
+        batches = self.epoch_batches()
         lr = self.lr_at(self.epoch)
-        n_steps = -(-n // s.batch_size)
         rewired = np.zeros(len(self.deepr.layers), dtype=np.int64)
         unusable_before = self.deepr.unusable_thetas
-        per_step = np.zeros(n_steps, dtype=np.int32)
+        per_step = np.zeros(len(batches), dtype=np.int32)
         loss_sum = 0.0
+        seen = 0
+        figures: Dict[str, float] = {}
         t_grad = t_rewire = 0.0
         if bar is not None:
             bar.set_description(f"epoch {self.epoch + 1}/{s.epochs}")
         t0 = time.perf_counter()
+        self.weights_changed(qat_bits)
         # overflow turns into a non-finite loss, reported once per run below
         # (instead of numpy's RuntimeWarnings from inside the step)
         with np.errstate(over="ignore", invalid="ignore"):
-            for i in range(n_steps):
-                idx = order[i * s.batch_size:(i + 1) * s.batch_size]
+            for i, idx in enumerate(batches):
                 ta = time.perf_counter()
-                layers = self.deepr.sparse_layers()
-                if qat:  # quantization-aware: forward with the chip's weights, straight-through gradient
-                    for layer in layers:
-                        layer.w = fake_quantize(layer.w, qat_bits)
-                loss, grads, _ = loss_and_grads(to_float(x[idx]), y[idx], layers)
+                loss, grads, batch_figures = self.batch_gradient(idx, qat_bits)
                 tb = time.perf_counter()
                 replaced = self.deepr.step(grads, lr)
+                self.weights_changed(qat_bits)
                 t_rewire += time.perf_counter() - tb
                 t_grad += tb - ta
                 rewired += replaced
                 per_step[i] = sum(replaced)
+                if self.after_step is not None:
+                    self.after_step(self)
                 loss_sum += loss * len(idx)
+                seen += len(idx)
+                for k, v in batch_figures.items():
+                    figures[k] = figures.get(k, 0.0) + v * len(idx)
                 if bar is not None:
                     bar.update(1)
-                    if i % 200 == 0:
-                        bar.set_postfix(loss=f"{loss_sum / ((i + 1) * s.batch_size):.3f}", refresh=False)
+                    if i % self.progress_every == 0:
+                        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
         seconds = time.perf_counter() - t0
         self.epoch += 1
         record = {
             "epoch": self.epoch, "lr": lr, "train_loss": loss_sum / n,
-            "val_accuracy": accuracy(self.data.x_val, self.data.y_val, self.deepr),
-            "test_accuracy": accuracy(self.data.x_test, self.data.y_test, self.deepr),
+            "val_accuracy": self.score("val"), "test_accuracy": self.score("test"),
             "rewired": [int(v) for v in rewired], "seconds": seconds,
             "seconds_gradient": t_grad, "seconds_update_and_rewiring": t_rewire,
             "active": [int(layer.n_active) for layer in self.deepr.layers],
-            "quantization_aware": bool(qat),
+            "quantization_aware": bool(qat), **{k: v / n for k, v in figures.items()},
         }
         if pruned:
             record["pruned_before_epoch"] = True
