@@ -548,8 +548,8 @@ def test_cli_train_export_report_simulate_crosscheck_two_populations(tmp_path, c
     from deepr_neuro.pipeline import load_integer_graph
     from deepr_neuro.store.bundle import load_bundle, read_manifest
 
-    # the whole data set (export re-loads it and checks its sha256; a max_samples run is refused there)
-    spec = write_spec(tmp_path, {k: v for k, v in TWO.items() if k != "max_samples"})
+    # a max_samples run: export and simulate re-load the data set cut as training saw it (sha256 checked)
+    spec = write_spec(tmp_path, TWO)
     run = tmp_path / "run"
     assert main(["train", "--profile", TINY_PROFILE, "--model", spec, "--out", str(run), "--no-progress"]) == 0
     manifest, arrays = load_bundle(run)
@@ -576,6 +576,7 @@ def test_cli_train_export_report_simulate_crosscheck_two_populations(tmp_path, c
     assert main(["simulate", str(run), "--backend", "emulator", "--json"]) == 0
     sim = json.loads(capsys.readouterr().out)
     assert abs(sim["accuracy"] - snn["accuracy"]["snn_test"]) < 1e-12
+    assert sim["samples"] == TWO["max_samples"]  # the training's cut of the test set, not all 600
     backends = "emulator,brian2" + (",lava" if _lava_ok() else "")
     assert main(["crosscheck", str(run), "--samples", "4", "--backends", backends]) == 0
     text = capsys.readouterr().out

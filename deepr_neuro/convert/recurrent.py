@@ -375,9 +375,17 @@ def load_run_sequences(manifest: Mapping):
     from deepr_neuro.errors import DataError
     from deepr_neuro.training.sequences import load_sequences
 
+    from deepr_neuro.training.recurrent_spec import cut_to_max_samples
+
     t = manifest["training"]
     data = load_sequences(manifest["dataset"]["name"], data_dir=t.get("data_dir"),
                           val_fraction=t["val_fraction"], seed=t["seed"])
+    model = manifest.get("model")
+    n = model.get("max_samples") if isinstance(model, Mapping) else None
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DataError(f"manifest field 'model.max_samples': must be an integer >= 1 (got {str(n)[:40]})")
+        data = cut_to_max_samples(data, n)
     want = manifest["dataset"].get("sha256")
     if want and data.sha256 and data.sha256 != want:
         raise DataError(f"data set {data.name!r} differs from the one the run was trained on "

@@ -47,7 +47,7 @@ from deepr_neuro.training.model_spec import (MAX_NAME_CHARS, MAX_TEXT_CHARS, Mod
 __all__ = ["RecurrentModelSpec", "is_recurrent_spec", "SEQUENCE_FEATURES", "recurrent_graph",
            "projection_budgets", "lif_params", "recurrent_core_spec", "load_any_model_spec",
            "any_model_spec_from_dict", "build_recurrent_plan", "load_recurrent_data", "check_recurrent_fits_data",
-           "check_fits_data", "load_training_data", "population_lif_params"]
+           "check_fits_data", "load_training_data", "population_lif_params", "cut_to_max_samples"]
 
 _CFG = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -568,12 +568,18 @@ def build_recurrent_plan(profile, spec: RecurrentModelSpec, settings) -> Network
 
 def load_recurrent_data(spec: RecurrentModelSpec, settings, data_dir: Optional[str] = None):
     """The spec's temporal data set (never downloads), cut to ``max_samples`` a split if set."""
-    from deepr_neuro.training.datasets import _hash_arrays
     from deepr_neuro.training.sequences import load_sequences
 
     data = load_sequences(settings.dataset, data_dir=data_dir, val_fraction=settings.val_fraction,
                           seed=settings.seed)
-    n = spec.max_samples
+    return cut_to_max_samples(data, spec.max_samples)
+
+
+def cut_to_max_samples(data, n: Optional[int]):
+    """The first ``n`` samples of each split (None: all), with its own sha256, as training saw them
+    (``export`` / ``simulate`` of a run trained with ``max_samples`` use the same cut)."""
+    from deepr_neuro.training.datasets import _hash_arrays
+
     if n is None:
         return data
     parts = {}
