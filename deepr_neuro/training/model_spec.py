@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Set, Union
 
 from pydantic import (
     BaseModel,
@@ -248,36 +248,42 @@ class ModelSpec(BaseModel):
         spec; a value of None keeps the spec's). ``dataset`` and
         ``max_neurons_per_core`` may be overridden too. Unknown names and bad
         values raise ConfigError naming the flag."""
-        top_keys = {"dataset", "max_neurons_per_core"}
-        known = set(TrainingSpec.model_fields) | top_keys
-        kw = {k.replace("-", "_"): v for k, v in kw.items() if v is not None}
-        unknown = [k for k in kw if k not in known]
-        if unknown:
-            k = unknown[0]
-            raise ConfigError(
-                f"override '{k}': not a training setting{_did_you_mean(k, sorted(known))} "
-                f"(known: {', '.join(sorted(known))})")
-        data = self.model_dump()
-        data["training"].update({k: v for k, v in kw.items() if k not in top_keys})
-        data.update({k: v for k, v in kw.items() if k in top_keys})
-        src = f"{self.source} (with command-line overrides)"
-        try:
-            spec = type(self).model_validate(data)
-        except ValidationError as err:
-            msg = format_validation_error(err, src, type(self))
-            lines = msg.split("\n")
-            for k in kw:  # name the flag that set the field
-                where = (f"field 'training.{k}':" if k not in top_keys else f"field '{k}':")
-                lines = [f"{ln} [set by --{k.replace('_', '-')}]" if where in ln else ln for ln in lines]
-            raise ConfigError("\n".join(lines)) from None
-        spec._source = self.source
-        return spec
+        return spec_with_overrides(self, kw, {"dataset", "max_neurons_per_core"}, format_validation_error)
 
     # ------------------------------------------------------------ shapes
     @property
     def sizes(self) -> list[int]:
         """[input_size, size of layer 0, ..., size of last layer]."""
         return [self.input_size] + [layer.size for layer in self.layers]
+
+
+def spec_with_overrides(spec, kw: Dict[str, Any], top_keys: Set[str], format_error):
+    """A copy of ``spec`` (a ModelSpec or a RecurrentModelSpec) with its ``training`` fields and the
+    top-level ``top_keys`` replaced by ``kw`` (None keeps the spec's value); unknown names and bad
+    values raise ConfigError naming the flag that set them. ``format_error(err, source, cls)``
+    turns a ValidationError into the spec kind's message."""
+    known = set(TrainingSpec.model_fields) | top_keys
+    kw = {k.replace("-", "_"): v for k, v in kw.items() if v is not None}
+    unknown = [k for k in kw if k not in known]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(
+            f"override '{k}': not a training setting{_did_you_mean(k, sorted(known))} "
+            f"(known: {', '.join(sorted(known))})")
+    data = spec.model_dump()
+    data["training"].update({k: v for k, v in kw.items() if k not in top_keys})
+    data.update({k: v for k, v in kw.items() if k in top_keys})
+    src = f"{spec.source} (with command-line overrides)"
+    try:
+        new = type(spec).model_validate(data)
+    except ValidationError as err:
+        lines = format_error(err, src, type(spec)).split("\n")
+        for k in kw:  # name the flag that set the field
+            where = (f"field 'training.{k}':" if k not in top_keys else f"field '{k}':")
+            lines = [f"{ln} [set by --{k.replace('_', '-')}]" if where in ln else ln for ln in lines]
+        raise ConfigError("\n".join(lines)) from None
+    new._source = spec.source
+    return new
 
 
 def load_model_spec(path: str | Path) -> ModelSpec:

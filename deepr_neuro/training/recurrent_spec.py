@@ -42,7 +42,7 @@ from deepr_neuro.hardware.mapping import NetworkPlan, PopulationSpec, Projection
 from deepr_neuro.hardware.yaml_io import (FieldIssue, did_you_mean, echo, format_validation_error,
                                           read_yaml_mapping, validate_mapping)
 from deepr_neuro.training.model_spec import (MAX_NAME_CHARS, MAX_TEXT_CHARS, ModelSpec, TrainingSpec,
-                                             check_model_fits_data)
+                                             check_model_fits_data, spec_with_overrides)
 
 __all__ = ["RecurrentModelSpec", "is_recurrent_spec", "SEQUENCE_FEATURES", "recurrent_graph",
            "projection_budgets", "lif_params", "recurrent_core_spec", "load_any_model_spec",
@@ -369,29 +369,7 @@ class RecurrentModelSpec(BaseModel):
 
     def with_overrides(self, **kw: Any) -> "RecurrentModelSpec":
         """A new spec with training fields (and ``dataset``) replaced; None keeps the spec's."""
-        top_keys = {"dataset", "max_samples"}
-        known = set(TrainingSpec.model_fields) | top_keys
-        kw = {k.replace("-", "_"): v for k, v in kw.items() if v is not None}
-        unknown = [k for k in kw if k not in known]
-        if unknown:
-            k = unknown[0]
-            raise ConfigError(f"override '{k}': not a training setting{did_you_mean(k, sorted(known))} "
-                              f"(known: {', '.join(sorted(known))})")
-        data = self.model_dump()
-        data["training"].update({k: v for k, v in kw.items() if k not in top_keys})
-        data.update({k: v for k, v in kw.items() if k in top_keys})
-        src = f"{self.source} (with command-line overrides)"
-        try:
-            spec = type(self).model_validate(data)
-        except ValidationError as err:
-            msg = _format(err, src, type(self))
-            lines = msg.split("\n")
-            for k in kw:
-                where = f"field 'training.{k}':" if k not in top_keys else f"field '{k}':"
-                lines = [f"{ln} [set by --{k.replace('_', '-')}]" if where in ln else ln for ln in lines]
-            raise ConfigError("\n".join(lines)) from None
-        spec._source = self.source
-        return spec
+        return spec_with_overrides(self, kw, {"dataset", "max_samples"}, _format)
 
     # ------------------------------------------------------------ shapes
     @property
