@@ -158,15 +158,16 @@ def format_validation_error(
     return "\n".join(lines)
 
 
-def validate_mapping(cls: type, data: Any, source: str, kind: str):
-    """``cls.model_validate(data)`` with problems raised as ConfigError naming ``source``;
+def validate_mapping(cls: type, data: Any, source: str, kind: str, format_error=None):
+    """``cls.model_validate(data)`` with problems raised as ConfigError naming ``source``
+    (``format_error(err, source, cls)``, default :func:`format_validation_error`, words them);
     the result remembers ``source`` for later messages."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a {kind} must be a mapping (got {type(data).__name__})")
     try:
         obj = cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, cls)) from None
+        raise ConfigError((format_error or format_validation_error)(err, source, cls)) from None
     obj._source = str(source)
     return obj
 

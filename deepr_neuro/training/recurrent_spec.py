@@ -325,14 +325,7 @@ class RecurrentModelSpec(BaseModel):
     # ------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, data: dict, source: str = "<model spec>") -> "RecurrentModelSpec":
-        if not isinstance(data, dict):
-            return validate_mapping(cls, data, source, "recurrent model spec")    # its refusal
-        try:
-            spec = cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(_format(err, source, cls)) from None
-        spec._source = str(source)
-        return spec
+        return validate_mapping(cls, data, source, "recurrent model spec", _format)
 
     # ------------------------------------------------------------ the graph
     @property
