@@ -169,34 +169,31 @@ def _bias_eff(p: NeuronParams) -> np.ndarray:
     return b << int(p.bias_exp)
 
 
-def _lif_node(pop: Population):
-    nir = _nir()
+def _cuba_fields(pop: Population, kind: str, **extra_meta):
+    """What NIR's CubaLIF and CubaLI share for a population: the time constants, r and w_in of
+    the mapping above, v_leak 0, and the chip integers (and cores) in metadata."""
     p, n = pop.neurons, pop.n
     tau_syn, tau_mem = _taus(p)
     ones = np.ones(n)
-    meta = {"kind": "population", "name": pop.name, "du": int(p.du), "dv": int(p.dv), "vth": int(p.vth),
-            "bias_exp": int(p.bias_exp), "bias_mant": np.asarray(p.bias_mant, np.int32)}
+    meta = {"kind": kind, "name": pop.name, "du": int(p.du), "dv": int(p.dv), "vth": int(p.vth),
+            "bias_exp": int(p.bias_exp), "bias_mant": np.asarray(p.bias_mant, np.int32), **extra_meta}
     if pop.core is not None:
         meta["core"] = np.asarray(pop.core, np.int32)
-    return nir.CubaLIF(tau_syn=tau_syn * ones, tau_mem=tau_mem * ones, r=(tau_mem / DT) * ones,
-                       v_leak=np.zeros(n), v_threshold=float(int(p.vth) << ACT_SHIFT) * ones,
-                       v_reset=np.zeros(n), w_in=(tau_syn / DT) * ones, metadata=meta)
+    return dict(tau_syn=tau_syn * ones, tau_mem=tau_mem * ones, r=(tau_mem / DT) * ones,
+                v_leak=np.zeros(n), w_in=(tau_syn / DT) * ones, metadata=meta)
+
+
+def _lif_node(pop: Population):
+    p, n = pop.neurons, pop.n
+    return _nir().CubaLIF(v_threshold=float(int(p.vth) << ACT_SHIFT) * np.ones(n), v_reset=np.zeros(n),
+                          **_cuba_fields(pop, "population"))
 
 
 def _li_node(pop: Population):
     """The final-v readout as NIR's CubaLI: the chip's two-state update without a threshold."""
-    nir = _nir()
-    p, n = pop.neurons, pop.n
-    tau_syn, tau_mem = _taus(p)
-    ones = np.ones(n)
-    meta = {"kind": "readout", "name": pop.name, "du": int(p.du), "dv": int(p.dv), "vth": int(p.vth),
-            "bias_exp": int(p.bias_exp), "bias_mant": np.asarray(p.bias_mant, np.int32),
-            "class": "argmax of v after each sample's last step (n_frames * steps_per_frame - 1); "
-                     "ties to the lowest index; the chip's v never reaches vth << 6 (no spikes)"}
-    if pop.core is not None:
-        meta["core"] = np.asarray(pop.core, np.int32)
-    return nir.CubaLI(tau_syn=tau_syn * ones, tau_mem=tau_mem * ones, r=(tau_mem / DT) * ones,
-                      v_leak=np.zeros(n), w_in=(tau_syn / DT) * ones, metadata=meta)
+    return _nir().CubaLI(**_cuba_fields(
+        pop, "readout", **{"class": "argmax of v after each sample's last step (n_frames * steps_per_frame - 1); "
+                                    "ties to the lowest index; the chip's v never reaches vth << 6 (no spikes)"}))
 
 
 def _spike_input_node(g: IntegerGraph, input_meta: Optional[dict]):
