@@ -387,3 +387,30 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     _, b = load_bundle(killed)
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("tamper", ["nan", "negative", "beyond adam_t", "fractional", "strings"])
+def test_resume_refuses_damaged_per_connection_adam_counts(tmp_path, capsys, tamper):
+    """The counts adam_per_connection keeps are whole numbers in 0..adam_t; anything else in a
+    checkpoint is refused naming the array, and the checkpoint is left as it was."""
+    data = {**TINY, "training": {**TINY["training"], "epochs": 3, "optimizer": "adam", "adam_per_connection": True}}
+    spec = spec_of(data)
+    s = TrainSettings.from_spec(spec)
+    out = tmp_path / "run"
+    train(load_profile(TINY_PROFILE), spec, s, load_recurrent_data(spec, s), out, progress=False,
+          trainer_cls=RecurrentTrainer, stop_after_epochs=1)
+    with np.load(out / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    n = arrays["l0_adam_n"]
+    arrays["l0_adam_n"] = {"nan": np.full_like(n, np.nan), "negative": n - n.max() - 1,
+                           "beyond adam_t": n + int(arrays["adam_t"]) + 1, "fractional": n + 0.5,
+                           "strings": np.array(["x"] * len(n))}[tamper]
+    np.savez(out / "checkpoint.npz", **arrays)
+    before = (out / "checkpoint.npz").read_bytes()
+    path = write_spec(tmp_path, data)
+    capsys.readouterr()
+    assert main(["train", "--profile", TINY_PROFILE, "--model", path, "--out", str(out), "--resume",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "l0_adam_n" in err[0]
+    assert (out / "checkpoint.npz").read_bytes() == before

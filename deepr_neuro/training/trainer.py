@@ -328,9 +328,19 @@ class Trainer:
                 raise bad(f"l{i}_slot_rows", f"indexes outside the layer's {lp.n_out} x {lp.n_in} weights")
             dense = f"l{i}_theta_dense"
             moment_shape = arrays[dense].shape if dense in fresh else (n,)
+            t = int(arrays["adam_t"])
             for key in fresh:
-                if key.startswith(f"l{i}_adam_") and arrays[key].shape != moment_shape:
-                    raise bad(key, f"has shape {arrays[key].shape}, expected {moment_shape}")
+                if not key.startswith(f"l{i}_adam_"):
+                    continue
+                arr = arrays[key]
+                if arr.shape != moment_shape:
+                    raise bad(key, f"has shape {arr.shape}, expected {moment_shape}")
+                # per-connection step counts (adam_per_connection) are whole numbers in 0..adam_t
+                # whatever the run did (moments may be non-finite in a diverged run, which
+                # resumes and stays flagged, so they are not value-checked)
+                if key.endswith("_adam_n") and (arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)) or (
+                        arr.size and (arr.min() < 0 or arr.max() > t or not np.array_equal(arr, np.floor(arr))))):
+                    raise bad(key, f"holds step counts that are not whole numbers in 0..{t} (adam_t)")
         lengths, flat = arrays["rewired_epoch_lengths"], arrays["rewired_per_step"]
         if lengths.ndim != 1 or len(lengths) != epoch or lengths.dtype.kind not in "iu" or \
                 flat.ndim != 1 or int(lengths.sum()) != len(flat) or (len(lengths) and lengths.min() < 0):
