@@ -101,8 +101,27 @@ def deploy_trained(runs, args) -> int:
     emulator vs Lava (and Brian2) on the first run."""
     import shutil
 
-    rows = []
+    from deepr_neuro.errors import DeeprError
+    from deepr_neuro.pipeline import is_recurrent
+
+    for run in runs:  # every run readable and recurrent before anything is copied or exported
+        try:
+            if not is_recurrent(read_manifest(run)):
+                raise DeeprError(f"{run}: not a recurrent run (kind: recurrent); this script deploys those")
+        except (DeeprError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     tmp = Path(tempfile.mkdtemp(prefix="rsnn_deploy_"))
+    try:
+        return _deploy_copies(runs, tmp, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _deploy_copies(runs, tmp: Path, args) -> int:
+    import shutil
+
+    rows = []
     for i, run in enumerate(runs):
         copy = tmp / f"{i}_{run.name}"
         shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock"))
@@ -120,7 +139,6 @@ def deploy_trained(runs, args) -> int:
     data = load_sequences(manifest["dataset"]["name"], seed=int(manifest["seed"]))
     figures = {"runs": rows, **timings(g, enc, data, args)}
     print(json.dumps(figures, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
